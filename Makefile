@@ -1,0 +1,50 @@
+# ltr-platform: every target installs what it needs into .venv/ first (idempotent).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+EXTRAS := training,serving,orchestration,dev
+# Local wheel folder (a CPU build of torch lives there on the dev/CI machines).
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-all lint format bench bench-quality bench-export clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(FIND_LINKS) -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(VENV)/bin/ltr demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check ltr serving tests bench
+	$(VENV)/bin/ruff format --check ltr serving tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format ltr serving tests bench
+	$(VENV)/bin/ruff check --fix ltr serving tests bench
+
+bench: bench-export bench-quality
+
+bench-export: install
+	$(PY) -m bench.export_latency
+
+bench-quality: install
+	$(PY) -m bench.quality
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The ``ltr`` command line (Typer). Heavy libraries are imported inside commands."""

@@ -1,0 +1,42 @@
+"""Entry point of the ``ltr`` command: one Typer app, commands registered per module."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="ltr",
+    help="ltr-platform: learning-to-rank research, evaluation, export and serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Each module defines ``register(app)``; modules stay light at import time.
+_COMMAND_MODULES = (
+    "ltr.cli.data",
+    "ltr.cli.evaluate",
+    "ltr.cli.train",
+    "ltr.cli.experiments",
+    "ltr.cli.export",
+    "ltr.cli.demo",
+)
+
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:  # a module not written yet
+        if exc.name != _name:
+            raise
+        continue
+    _mod.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""ONNX export of trained rankers, with a parity gate and latency figures."""

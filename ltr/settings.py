@@ -1,0 +1,46 @@
+"""Settings of the CLI and library, from the environment (``LTR_`` prefix) or ``.env``.
+
+Built once per process through :func:`get_settings`; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LTR_", env_file=".env", extra="ignore")
+
+    environment: str = Field("development", description="development | staging | production")
+    home: Path = Field(Path("var"), description="root of all runtime state (git-ignored)")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db"
+    )
+    mlflow_experiment: str = "ltr"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.home / "mlartifacts").resolve()
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Training: typed configs, batching of padded query lists, the training loop, checkpoints."""
