@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -84,6 +85,8 @@ class RunTracker:
         self.tags = tags or {}
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self._pending: list[Any] = []
+        self._last_flush = 0.0
 
     def __enter__(self) -> RunTracker:
         if not self.enabled:
@@ -108,7 +111,14 @@ class RunTracker:
             return
         import mlflow
 
-        mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+        self.flush()
+        if exc_type is None:
+            status = "FINISHED"
+        elif exc_type.__name__ == "TrialPruned":
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        mlflow.end_run(status=status)
 
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled:
@@ -119,11 +129,28 @@ class RunTracker:
         mlflow.log_params(flat)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Buffer metrics and write them in batches (one SQL round trip per flush), so
+        per-iteration logging does not slow training down."""
         if not self.enabled:
             return
-        import mlflow
+        from mlflow.entities import Metric
 
-        mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+        now_ms = int(time.time() * 1000)
+        for k, v in metrics.items():
+            self._pending.append(Metric(metric_key(k), float(v), now_ms, step or 0))
+        if len(self._pending) >= 500 or time.monotonic() - self._last_flush > 10.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not self._pending or self.run_id is None:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        for i in range(0, len(self._pending), 1000):
+            client.log_batch(self.run_id, metrics=self._pending[i : i + 1000])
+        self._pending.clear()
+        self._last_flush = time.monotonic()
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if not self.enabled:

@@ -7,7 +7,7 @@ metric library are imported inside the commands.
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,18 +18,18 @@ from ltr.cli.output import emit_json, fail
 DEFAULT_METRICS_TEXT = "ndcg@1,ndcg@5,ndcg@10,map,mrr"  # mirrors ltr.metrics.DEFAULT_METRICS
 
 
-class Gain(str, Enum):
+class Gain(StrEnum):
     exp = "exp"
     linear = "linear"
 
 
-class NoRelevant(str, Enum):
+class NoRelevant(StrEnum):
     skip = "skip"
     zero = "zero"
     one = "one"
 
 
-class Ties(str, Enum):
+class Ties(StrEnum):
     pessimistic = "pessimistic"
     input_order = "input_order"
 
@@ -153,8 +153,12 @@ def evaluate_run_command(
         ]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for r in [header, *rows]:
-            typer.echo("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                                 enumerate(zip(r, widths, strict=True))))
+            typer.echo(
+                "  ".join(
+                    cell.rjust(w) if i else cell.ljust(w)
+                    for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+                )
+            )
         typer.echo("")
     typer.echo(_table([("metric", "value"), *((k, f"{means[k]:.4f}") for k in keys)]))
     note = f"queries: {evaluated} evaluated, {skipped} skipped (no relevant document)"
@@ -164,11 +168,82 @@ def evaluate_run_command(
 
 
 # --- ltr evaluate (model on a dataset) -------------------------------------------------------
-# Reserved for the ``evaluate`` command, written separately: define it here and register it
-# in ``register`` below, reusing MetricsOpt, GainOpt, NoRelevantOpt, TiesOpt and JsonOpt.
+def evaluate_command(
+    model: Annotated[
+        Path,
+        typer.Argument(help="Checkpoint folder, model version folder (model.onnx) or .onnx file."),
+    ],
+    data: Annotated[Path, typer.Argument(help="LETOR/SVMlight file to score.")],
+    metrics: MetricsOpt = DEFAULT_METRICS_TEXT,
+    gain: GainOpt = Gain.exp,
+    no_relevant: NoRelevantOpt = NoRelevant.skip,
+    ties: TiesOpt = Ties.pessimistic,
+    missing: Annotated[
+        str, typer.Option(help="NULL/NaN/inf feature values: reject or impute (with 0).")
+    ] = "reject",
+    run_out: Annotated[
+        Path | None, typer.Option("--run-out", help="Also write the scores as a TREC run file.")
+    ] = None,
+    as_json: JsonOpt = False,
+    per_query: Annotated[
+        bool, typer.Option("--per-query", help="Also print each query's values.")
+    ] = False,
+) -> None:
+    """Score a LETOR file with a model (checkpoint or exported ONNX) and print its metrics."""
+    from ltr.data.letor import read_letor
+    from ltr.evaluation import load_scorer
+    from ltr.metrics.ranking import MetricOptions, evaluate_per_query, metric_key
+
+    names = _split_metrics(metrics)
+    if missing not in ("reject", "impute"):
+        fail(f"--missing must be reject or impute, not {missing!r}")
+    try:
+        keys = list(dict.fromkeys(metric_key(name) for name in names))
+        options = MetricOptions(gain=gain.value, no_relevant=no_relevant.value, ties=ties.value)
+        scorer = load_scorer(model)
+        ds = read_letor(data, n_features=scorer.n_features, missing=missing)  # type: ignore[arg-type]
+        scores = scorer.score(ds)
+        values = evaluate_per_query(ds.labels, scores, ds.offsets, keys, options)
+    except (ValueError, OSError, KeyError) as exc:
+        fail(str(exc))
+    import numpy as np
+
+    means: dict[str, float | None] = {}
+    for k in keys:
+        v = values[k]
+        if np.all(np.isnan(v)):
+            fail(f"no query of {data} has a relevant document; {k} is undefined")
+        means[k] = float(np.nanmean(v))
+    skipped = int(np.isnan(values[keys[0]]).sum())
+    if run_out is not None:
+        from ltr.metrics.trec import write_run
+
+        write_run(run_out, ds.qids, ds.doc_ids, scores)
+    qids = ds.query_ids
+    if as_json:
+        payload: dict[str, Any] = {
+            "model": scorer.description,
+            "data": str(data),
+            "n_queries": ds.n_queries,
+            "skipped": skipped,
+            "metrics": means,
+            "options": {"gain": gain.value, "no_relevant": no_relevant.value, "ties": ties.value},
+        }
+        if per_query:
+            payload["per_query"] = {
+                q: {k: _nan_to_none(float(values[k][i])) for k in keys} for i, q in enumerate(qids)
+            }
+        emit_json(payload)
+        return
+    typer.echo(f"model: {scorer.description}")
+    typer.echo(f"data:  {data} ({ds.n_queries} queries, {ds.n_docs} docs, {skipped} skipped)")
+    typer.echo(_table([(k, f"{v:.4f}") for k, v in means.items() if v is not None]))
+    if per_query:
+        for i, q in enumerate(qids):
+            typer.echo(f"{q}\t" + "\t".join(f"{k}={values[k][i]:.4f}" for k in keys))
 
 
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to the ``ltr`` app."""
     app.command("evaluate-run")(evaluate_run_command)
-    # app.command("evaluate")(evaluate_command)  # added with the evaluate command
+    app.command("evaluate")(evaluate_command)

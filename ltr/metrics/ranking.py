@@ -170,12 +170,16 @@ def _check_inputs(
 
 def _segment_ranks(qidx_sorted: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """0-based rank inside each query for rows already grouped by query."""
-    return np.arange(len(qidx_sorted), dtype=np.int64) - offsets[qidx_sorted]
+    ranks: np.ndarray = np.arange(len(qidx_sorted), dtype=np.int64) - offsets[qidx_sorted]
+    return ranks
 
 
 def _gains(labels: np.ndarray, gain: str) -> np.ndarray:
-    clipped = np.maximum(labels, 0.0)
-    return np.exp2(clipped) - 1.0 if gain == "exp" else clipped
+    clipped: np.ndarray = np.maximum(labels, 0.0)
+    if gain == "exp":
+        gains: np.ndarray = np.exp2(clipped) - 1.0
+        return gains
+    return clipped
 
 
 def evaluate_per_query(
@@ -258,7 +262,9 @@ def evaluate_per_query(
         before = np.concatenate(([0], cum))[offsets[:-1]]
         hits = cum - before[qidx]  # relevant docs at or above each rank, within the query
         precision_at_rel = np.where(is_rel, hits / (rank0 + 1.0), 0.0)
-        ap = np.divide(per_query_sum(precision_at_rel), n_rel, out=np.zeros(n_queries), where=has_rel)
+        ap = np.divide(
+            per_query_sum(precision_at_rel), n_rel, out=np.zeros(n_queries), where=has_rel
+        )
         return ap, has_rel
 
     def reciprocal_rank(_: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -335,6 +341,4 @@ def evaluate(
 
     Raises ``ValueError`` if every query is skipped: a silent NaN would poison model selection.
     """
-    return mean_metrics(
-        evaluate_per_query(labels, scores, offsets, metrics, options, ideal_labels)
-    )
+    return mean_metrics(evaluate_per_query(labels, scores, offsets, metrics, options, ideal_labels))

@@ -71,9 +71,7 @@ def read_qrels(path: PathLike) -> dict[str, dict[str, float]]:
     for lineno, fields in _lines(path):
         where = f"{path}:{lineno}"
         if len(fields) != 4:
-            raise ValueError(
-                f"{where}: expected 4 fields 'qid iter docid rel', got {len(fields)}"
-            )
+            raise ValueError(f"{where}: expected 4 fields 'qid iter docid rel', got {len(fields)}")
         qid, _, docid, rel_text = fields
         rel = _number(rel_text, "relevance", where)
         judged = qrels.setdefault(qid, {})

@@ -149,6 +149,10 @@ class AttentionScorer(nn.Module):
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """features: [batch, list_len, n_features], mask: [batch, list_len] -> [batch, list_len]."""
+        if mask is not None:
+            # Padded slots may hold anything; huge or non-finite values would reach real
+            # documents through the attention (NaN * 0 = NaN), so zero them first.
+            features = features.masked_fill(~mask.unsqueeze(-1), 0.0)
         h = self.embed(self.normalizer(features))
         if mask is None:
             key_bias = torch.zeros_like(h[:, :, 0]).unsqueeze(1).unsqueeze(1)

@@ -38,6 +38,8 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         meta: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: corrupt checkpoint metadata: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: corrupt checkpoint metadata: not a JSON object")
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
     return meta

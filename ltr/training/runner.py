@@ -113,14 +113,14 @@ def run_experiment(
         settings=s,
     )
     opts = metric_options(cfg)
-    metrics = list(cfg.evaluation.metrics)
+    metrics = list(dict.fromkeys([cfg.training.metric.lower(), *cfg.evaluation.metrics]))
     with tracker:
         tracker.log_params(cfg.model_dump(mode="json"))
         tracker.log_params(
             {
-                "data.n_train_queries": splits.train.n_queries,
-                "data.n_train_docs": splits.train.n_docs,
-                "data.n_features": splits.train.n_features,
+                "dataset.n_train_queries": splits.train.n_queries,
+                "dataset.n_train_docs": splits.train.n_docs,
+                "dataset.n_features": splits.train.n_features,
             }
         )
 

@@ -1,0 +1,260 @@
+"""``ltr data``: generate, validate and convert ranking data; build cross-validation folds.
+
+Only Typer is imported at module level so that ``ltr --help`` stays fast; NumPy, sklearn
+and pyarrow are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ltr.cli.output import emit_json, fail
+
+if TYPE_CHECKING:
+    from ltr.data.dataset import LetorDataset
+
+data_app = typer.Typer(
+    help="Ranking data: generate, validate, convert (LETOR <-> Parquet), build folds.",
+    no_args_is_help=True,
+)
+
+
+class Missing(StrEnum):
+    reject = "reject"
+    impute = "impute"
+
+
+class Format(StrEnum):
+    letor = "letor"
+    parquet = "parquet"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+MissingOpt = Annotated[
+    Missing,
+    typer.Option(help="NULL / NaN / inf feature values: reject the file, or impute them."),
+]
+ImputeOpt = Annotated[
+    float, typer.Option("--impute-value", help="Value that replaces missing values.")
+]
+QueryFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--query-file",
+        help="Group sizes for files without qid: (default: <file>.query when it exists).",
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _load(
+    path: Path, missing: Missing, impute_value: float, query_file: Path | None
+) -> LetorDataset:
+    """Read a LETOR or Parquet file; bad input exits 2 with ``error: file:line: reason``."""
+    try:
+        if _is_parquet(path):
+            from ltr.data.parquet import from_parquet
+
+            return from_parquet(path)
+        from ltr.data.letor import read_letor
+
+        return read_letor(
+            path, missing=missing.value, impute_value=impute_value, query_file=query_file
+        )
+    except FileNotFoundError as exc:
+        fail(f"{exc.filename}: no such file" if exc.filename else str(exc))
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+def summarize(ds: LetorDataset) -> dict[str, Any]:
+    """What ``ltr data validate`` reports: sizes, labels, list lengths, missing values."""
+    import numpy as np
+
+    sizes = ds.group_sizes
+    values, counts = np.unique(ds.labels, return_counts=True)
+    histogram = {_label_text(float(v)): int(c) for v, c in zip(values, counts, strict=True)}
+    if ds.n_queries:
+        best = np.maximum.reduceat(ds.labels, ds.offsets[:-1])
+        no_relevant = int((best < 1).sum())
+    else:
+        no_relevant = 0
+    return {
+        "source": ds.source,
+        "rows": ds.n_docs,
+        "queries": ds.n_queries,
+        "features": ds.n_features,
+        "labels": histogram,
+        "docs_per_query": {
+            "min": int(sizes.min()) if sizes.size else 0,
+            "mean": round(float(sizes.mean()), 2) if sizes.size else 0.0,
+            "max": int(sizes.max()) if sizes.size else 0,
+        },
+        "queries_without_relevant": no_relevant,
+        "missing": ds.missing_report.as_dict(),
+        "fingerprint": ds.fingerprint(),
+    }
+
+
+def _label_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    dpq = summary["docs_per_query"]
+    miss = summary["missing"]
+    labels = "  ".join(f"{k}: {v}" for k, v in summary["labels"].items())
+    lines = [
+        f"source     {summary['source']}",
+        f"rows       {summary['rows']}",
+        f"queries    {summary['queries']}",
+        f"features   {summary['features']}",
+        f"labels     {labels}",
+        f"docs/query min {dpq['min']}  mean {dpq['mean']}  max {dpq['max']}",
+        f"queries without a relevant doc  {summary['queries_without_relevant']}",
+        f"missing    {miss['total']} values in {miss['rows_affected']} rows "
+        f"(NULL {miss['null_values']}, NaN {miss['nan_values']}, inf {miss['inf_values']}; "
+        f"policy {miss['policy']})",
+        f"fingerprint {summary['fingerprint']}",
+    ]
+    typer.echo("\n".join(lines))
+
+
+@data_app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="LETOR / SVMlight file (or .parquet).")],
+    missing: MissingOpt = Missing.reject,
+    impute_value: ImputeOpt = 0.0,
+    query_file: QueryFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parse a ranking file and print what it holds; exit 2 naming file:line when malformed."""
+    ds = _load(path, missing, impute_value, query_file)
+    summary = summarize(ds)
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
+
+
+@data_app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output file (.parquet selects Parquet).")],
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Number of queries.")] = 200,
+    features: Annotated[int, typer.Option("--features", min=1, help="Number of features.")] = 20,
+    doc_only: Annotated[
+        int, typer.Option("--doc-only", min=0, help="How many of them are document-only.")
+    ] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", help="letor or parquet (default: from OUT's suffix)."),
+    ] = None,
+    query_file: Annotated[
+        bool,
+        typer.Option("--query-file", help="LETOR only: LightGBM layout, group sizes in OUT.query."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic ranking dataset with a learnable signal."""
+    from ltr.data.synth import generate_synthetic
+
+    if doc_only > features:
+        fail(f"--doc-only ({doc_only}) cannot exceed --features ({features})")
+    chosen = fmt or (Format.parquet if _is_parquet(out) else Format.letor)
+    if query_file and chosen is Format.parquet:
+        fail("--query-file applies to the LETOR format only")
+    ds = generate_synthetic(n_queries=queries, n_features=features, n_doc_only=doc_only, seed=seed)
+    try:
+        _save(ds, out, chosen, query_file=query_file)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    summary = {"out": str(out), "format": chosen.value, **summarize(ds)}
+    if as_json:
+        emit_json(summary)
+    else:
+        typer.echo(
+            f"wrote {out} ({chosen.value}): {ds.n_queries} queries, {ds.n_docs} rows, "
+            f"{ds.n_features} features"
+        )
+
+
+def _save(ds: LetorDataset, out: Path, fmt: Format, *, query_file: bool = False) -> None:
+    if fmt is Format.parquet:
+        from ltr.data.parquet import to_parquet
+
+        to_parquet(ds, out)
+    else:
+        from ltr.data.letor import write_letor
+
+        write_letor(ds, out, query_file=query_file)
+
+
+@data_app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="Input: LETOR file or .parquet.")],
+    out: Annotated[Path, typer.Argument(help="Output: .parquet, or a LETOR file.")],
+    missing: MissingOpt = Missing.reject,
+    impute_value: ImputeOpt = 0.0,
+    query_file: QueryFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert LETOR -> Parquet (or Parquet -> LETOR, chosen by OUT's suffix)."""
+    ds = _load(src, missing, impute_value, query_file)
+    fmt = Format.parquet if _is_parquet(out) else Format.letor
+    try:
+        _save(ds, out, fmt)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"in": str(src), "out": str(out), "format": fmt.value, **summarize(ds)})
+    else:
+        typer.echo(f"wrote {out} ({fmt.value}): {ds.n_queries} queries, {ds.n_docs} rows")
+
+
+@data_app.command()
+def folds(
+    root: Annotated[Path, typer.Argument(help="Folder holding S1.txt .. S<n>.txt.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where Fold1..Fold<n>/ are written.")],
+    subsets: Annotated[int, typer.Option("--subsets", min=3, help="Number of subsets.")] = 5,
+    missing: MissingOpt = Missing.reject,
+    impute_value: ImputeOpt = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build cross-validation folds by rotating S1..S5 (LETOR 4.0: Fold1 = S1-S3 / S4 / S5)."""
+    from ltr.data.folds import rotation, write_folds
+
+    try:
+        written = write_folds(
+            root, out_dir, n_subsets=subsets, missing=missing.value, impute_value=impute_value
+        )
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    result = {
+        f"Fold{k}": {
+            split: {
+                "path": str(path),
+                "subsets": [f"S{i}" for i in rotation(k, subsets)[split]],
+            }
+            for split, path in splits.items()
+        }
+        for k, splits in written.items()
+    }
+    if as_json:
+        emit_json(result)
+        return
+    for name, splits in result.items():
+        parts = "  ".join(f"{s}: {'+'.join(v['subsets'])}" for s, v in splits.items())
+        typer.echo(f"{name}  {parts}")
+    typer.echo(f"wrote {len(result)} folds under {out_dir}")
