@@ -42,15 +42,22 @@ def main(argv: list[str] | None = None) -> int:
         source = "synthetic"
     print(f"data: {source}; {platform.machine()} {os.cpu_count()} cores; one thread per runtime")
     specs = {
-        "mlp-lambdarank": {"model": {"type": "mlp", "params": {"hidden": [128, 64]}},
-                           "training": {"epochs": 20, "threads": 1}},
-        "attention-listnet": {"model": {"type": "attention"}, "loss": {"name": "listnet"},
-                              "training": {"epochs": 10, "threads": 1}},
+        "mlp-lambdarank": {
+            "model": {"type": "mlp", "params": {"hidden": [128, 64]}},
+            "training": {"epochs": 20, "threads": 1},
+        },
+        "attention-listnet": {
+            "model": {"type": "attention"},
+            "loss": {"name": "listnet"},
+            "training": {"epochs": 10, "threads": 1},
+        },
         "lightgbm": {"model": {"type": "lightgbm"}},
     }
     worst = 0.0
     for name, spec in specs.items():
-        cfg = ExperimentConfig.model_validate({"name": name, "tracking": {"enabled": False}, **spec})
+        cfg = ExperimentConfig.model_validate(
+            {"name": name, "tracking": {"enabled": False}, **spec}
+        )
         ranker = fit(cfg, splits.train, splits.valid, progress=False).ranker
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
@@ -58,18 +65,25 @@ def main(argv: list[str] | None = None) -> int:
             diff = parity(ranker, path, splits.valid)
             worst = max(worst, diff)
             rows = measure_latency(
-                ranker.score_features, str(path), splits.train.n_features,
-                repeats=args.repeats, sample=splits.valid.features,
+                ranker.score_features,
+                str(path),
+                splits.train.n_features,
+                repeats=args.repeats,
+                sample=splits.valid.features,
             )
         src = "lightgbm" if name == "lightgbm" else "pytorch"
         print(f"\n{name}: parity max abs diff {diff:.2e} (target <= 1e-5)")
-        print(f"| rows | {src} p50 ms | {src} p99 ms | onnxruntime p50 ms | onnxruntime p99 ms |"
-              " speed-up p50 |")
+        print(
+            f"| rows | {src} p50 ms | {src} p99 ms | onnxruntime p50 ms | onnxruntime p99 ms |"
+            " speed-up p50 |"
+        )
         print("|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {int(r['rows'])} | {r['source_p50_ms']:.3f} | {r['source_p99_ms']:.3f} | "
-                  f"{r['onnx_p50_ms']:.3f} | {r['onnx_p99_ms']:.3f} | "
-                  f"{r['source_p50_ms'] / r['onnx_p50_ms']:.1f}x |")
+            print(
+                f"| {int(r['rows'])} | {r['source_p50_ms']:.3f} | {r['source_p99_ms']:.3f} | "
+                f"{r['onnx_p50_ms']:.3f} | {r['onnx_p99_ms']:.3f} | "
+                f"{r['source_p50_ms'] / r['onnx_p50_ms']:.1f}x |"
+            )
     return 0 if worst <= 1e-5 else 1
 
 

@@ -62,15 +62,15 @@ def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_
     head = f"{'run':<40} {'model':<10} {'loss':<11}" + "".join(f"{c:>9}" for c in columns)
     lines = [head + f"{'fit s':>8}", "-" * (len(head) + 8)]
     for r in rows:
-        vals = "".join(
-            f"{r[c]:>9.4f}" if r.get(c) is not None else f"{'-':>9}" for c in columns
-        )
+        vals = "".join(f"{r[c]:>9.4f}" if r.get(c) is not None else f"{'-':>9}" for c in columns)
         fit = f"{r['fit_seconds']:>8.1f}" if r.get("fit_seconds") is not None else f"{'-':>8}"
         lines.append(f"{r['run_name'][:40]:<40} {r['model_type']:<10} {r['loss']:<11}{vals}{fit}")
     return "\n".join(lines)
 
 
-def plot_runs(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Path:
+def plot_runs(
+    rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] = DEFAULT_COLUMNS
+) -> Path:
     """Grouped bar chart of the runs' metrics, written atomically as PNG."""
     import matplotlib
 

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 DEMO_EXPERIMENT = "ltr-demo"
 
 
-def demo_configs(train: Path | None, valid: Path | None, test: Path | None) -> list[ExperimentConfig]:
+def demo_configs(
+    train: Path | None, valid: Path | None, test: Path | None
+) -> list[ExperimentConfig]:
     data: dict[str, Any] = (
         {"train": train, "valid": valid, "test": test, "missing": "impute"}
         if train
@@ -33,7 +35,7 @@ def demo_configs(train: Path | None, valid: Path | None, test: Path | None) -> l
                 "name": "demo-mlp-lambdarank",
                 "model": {"type": "mlp", "params": {"hidden": [128, 64], "dropout": 0.1}},
                 "loss": {"name": "lambdarank"},
-                "training": {"epochs": 40, "patience": 10, "batch_size": 32, "device": "cpu"},
+                "training": {"epochs": 40, "patience": 10, "batch_size": 16, "device": "cpu"},
             }
         ),
         ExperimentConfig.model_validate(
@@ -69,9 +71,11 @@ def run_demo(
         for name, ds in (("train", splits.train), ("valid", splits.valid), ("test", splits.test)):
             if ds is not None:
                 write_letor(ds, data_dir / f"{name}.txt")
-        say(f"data: synthetic, {splits.train.n_queries}/{splits.valid.n_queries}/"
+        say(
+            f"data: synthetic, {splits.train.n_queries}/{splits.valid.n_queries}/"
             f"{splits.test.n_queries if splits.test else 0} queries (train/valid/test) "
-            f"written to {data_dir}")
+            f"written to {data_dir}"
+        )
     else:
         say(f"data: {train} ({splits.train.n_queries} queries), {valid}, {test}")
 
@@ -80,11 +84,15 @@ def run_demo(
         say(f"training {cfg.name} ...")
         summary = run_experiment(cfg, splits=splits, settings=s, progress=True)
         summaries.append(summary)
-        say(f"  valid ndcg@10 = {summary['metrics']['valid']['ndcg@10']:.4f} "
-            f"in {summary['fit_seconds']:.1f} s -> {summary['run_dir']}")
+        say(
+            f"  valid ndcg@10 = {summary['metrics']['valid']['ndcg@10']:.4f} "
+            f"in {summary['fit_seconds']:.1f} s -> {summary['run_dir']}"
+        )
 
     ids = [x["mlflow_run_id"] for x in summaries]
-    rows = fetch_runs(DEMO_EXPERIMENT, split="test" if splits.test else "valid", run_ids=ids, settings=s)
+    rows = fetch_runs(
+        DEMO_EXPERIMENT, split="test" if splits.test else "valid", run_ids=ids, settings=s
+    )
     chart = plot_runs(rows, s.home / "reports" / "demo-compare.png")
     say("\n" + format_table(rows))
 
@@ -100,8 +108,10 @@ def run_demo(
         "mlflow_tracking_uri": s.tracking_uri,
         "seconds": round(elapsed, 1),
     }
-    say(f"\nbetter model: {best['run_name']} (valid ndcg@10 "
-        f"{best['metrics']['valid']['ndcg@10']:.4f})")
+    say(
+        f"\nbetter model: {best['run_name']} (valid ndcg@10 "
+        f"{best['metrics']['valid']['ndcg@10']:.4f})"
+    )
     say(f"exported:     {exported['path']} (parity {exported['parity']['max_abs_diff']:.1e})")
     say(f"chart:        {chart}")
     say(f"checkpoints:  {s.runs_dir}")

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ class Scorer:
     score: Callable[[LetorDataset], np.ndarray]
 
 
-def _onnx_scorer(model_path: Path, metadata: dict | None) -> Scorer:
+def _onnx_scorer(model_path: Path, metadata: dict[str, Any] | None) -> Scorer:
     from ltr.export.latency import make_session
 
     if metadata is not None:

@@ -18,7 +18,9 @@ def suggest_overrides(trial: Any, cfg: ExperimentConfig) -> dict[str, Any]:
         return {
             "model.params.learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
             "model.params.num_leaves": trial.suggest_int("num_leaves", 7, 63),
-            "model.params.min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+            "model.params.min_child_samples": trial.suggest_int(
+                "min_child_samples", 5, 100, log=True
+            ),
         }
     out: dict[str, Any] = {
         "optimizer.lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),

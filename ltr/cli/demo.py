@@ -11,7 +11,9 @@ from ltr.cli.output import emit_json, fail
 
 
 def demo(
-    train: Annotated[Path | None, typer.Option(help="real LETOR training file (default: synthetic)")] = None,
+    train: Annotated[
+        Path | None, typer.Option(help="real LETOR training file (default: synthetic)")
+    ] = None,
     valid: Annotated[Path | None, typer.Option(help="validation file (with --train)")] = None,
     test: Annotated[Path | None, typer.Option(help="test file (with --train)")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,

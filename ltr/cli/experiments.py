@@ -15,7 +15,9 @@ def compare(
     split: Annotated[str, typer.Option(help="test | valid: which final metrics to show")] = "test",
     runs: Annotated[str | None, typer.Option(help="comma-separated run ids to keep")] = None,
     limit: Annotated[int, typer.Option(help="newest N runs")] = 20,
-    chart: Annotated[Path | None, typer.Option(help="PNG path (default var/reports/compare.png)")] = None,
+    chart: Annotated[
+        Path | None, typer.Option(help="PNG path (default var/reports/compare.png)")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Print a table of tracked runs and write a bar chart of their metrics."""
@@ -49,7 +51,9 @@ def tune(
     ] = None,
     study_name: Annotated[str | None, typer.Option(help="study name")] = None,
     seed: Annotated[int, typer.Option(help="sampler seed")] = 0,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="config override key=value")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="config override key=value")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Search hyperparameters with Optuna (median pruning); every trial is an MLflow run."""

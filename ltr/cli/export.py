@@ -15,7 +15,9 @@ def export(
     models_dir: Annotated[
         Path | None, typer.Option("--models-dir", help="model store root (default var/models)")
     ] = None,
-    version: Annotated[str | None, typer.Option(help="version name (default: the run name)")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="version name (default: the run name)")
+    ] = None,
     valid_path: Annotated[
         Path | None, typer.Option("--valid", help="LETOR file for the parity check")
     ] = None,
@@ -57,8 +59,10 @@ def export(
     typer.echo(f"exported   {result['version']} -> {result['path']}")
     typer.echo(f"sha256     {result['sha256']}")
     p = result["parity"]
-    typer.echo(f"parity     max abs diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:.0e}, "
-               f"{p['n_queries']} queries)")
+    typer.echo(
+        f"parity     max abs diff {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:.0e}, "
+        f"{p['n_queries']} queries)"
+    )
 
 
 def benchmark(
@@ -85,16 +89,21 @@ def benchmark(
         path = Path(tmp) / "model.onnx"
         write_onnx(ranker, path)
         rows = measure_latency(
-            ranker.score_features, str(path), len(ranker.feature_names),
-            sizes=size_list, repeats=repeats,
+            ranker.score_features,
+            str(path),
+            len(ranker.feature_names),
+            sizes=size_list,
+            repeats=repeats,
         )
     source = "lightgbm" if meta["model_type"] == "lightgbm" else "pytorch"
     if json_out:
         emit_json({"model_type": meta["model_type"], "source": source, "latency_ms": rows})
         return
     typer.echo(f"{meta['model_type']} ({source} vs onnxruntime, 1 thread each), milliseconds")
-    typer.echo(f"{'rows':>6} {source + ' p50':>13} {source + ' p99':>13} {'onnx p50':>10} "
-               f"{'onnx p99':>10} {'speed-up':>9}")
+    typer.echo(
+        f"{'rows':>6} {source + ' p50':>13} {source + ' p99':>13} {'onnx p50':>10} "
+        f"{'onnx p99':>10} {'speed-up':>9}"
+    )
     for r in rows:
         typer.echo(
             f"{int(r['rows']):>6} {r['source_p50_ms']:>13.3f} {r['source_p99_ms']:>13.3f} "

@@ -16,7 +16,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log progress details"),

@@ -11,16 +11,22 @@ from ltr.cli.output import emit_json, fail
 
 
 def train(
-    config: Annotated[Path, typer.Argument(help="experiment config YAML (see configs/TEMPLATE.yaml)")],
+    config: Annotated[
+        Path, typer.Argument(help="experiment config YAML (see configs/TEMPLATE.yaml)")
+    ],
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="override a config key, e.g. --set optimizer.lr=0.01"),
     ] = None,
     train_path: Annotated[Path | None, typer.Option("--train", help="training LETOR file")] = None,
-    valid_path: Annotated[Path | None, typer.Option("--valid", help="validation LETOR file")] = None,
+    valid_path: Annotated[
+        Path | None, typer.Option("--valid", help="validation LETOR file")
+    ] = None,
     test_path: Annotated[Path | None, typer.Option("--test", help="test LETOR file")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    run_name: Annotated[str | None, typer.Option(help="name of the run folder and MLflow run")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="name of the run folder and MLflow run")
+    ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="do not log to MLflow")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
@@ -29,8 +35,12 @@ def train(
 
     try:
         overrides = parse_overrides(set_ or [])
-        for key, value in (("data.train", train_path), ("data.valid", valid_path),
-                           ("data.test", test_path), ("training.device", device)):
+        for key, value in (
+            ("data.train", train_path),
+            ("data.valid", valid_path),
+            ("data.test", test_path),
+            ("training.device", device),
+        ):
             if value is not None:
                 overrides[key] = str(value)
         if no_track:

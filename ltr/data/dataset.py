@@ -65,7 +65,9 @@ class LetorDataset:
         self.doc_ids = np.asarray(self.doc_ids, dtype=object)
         n = self.features.shape[0]
         if self.features.ndim != 2:
-            raise ValueError(f"features must be 2-D [n_docs, n_features], got {self.features.shape}")
+            raise ValueError(
+                f"features must be 2-D [n_docs, n_features], got {self.features.shape}"
+            )
         for name in ("labels", "qids", "doc_ids"):
             arr = getattr(self, name)
             if arr.shape != (n,):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -64,8 +65,8 @@ def measure_latency(
             else:
                 x = rng.standard_normal((n, n_features)).astype(np.float32)
             reps = max(20, repeats if n <= 100 else repeats // 4)
-            src = _time(lambda x=x: source_fn(x), reps, warmup)
-            onx = _time(lambda x=x: sess.run(None, {"features": x}), reps, warmup)
+            src = _time(functools.partial(source_fn, x), reps, warmup)
+            onx = _time(functools.partial(sess.run, None, {"features": x}), reps, warmup)
             rows.append(
                 {
                     "rows": float(n),

@@ -1,7 +1,7 @@
 """Write the serving artifact of DESIGN.md from a checkpoint:
 
 ```
-<models>/versions/<version>/model.onnx      features float32 [n_docs, n_features] -> scores float32 [n_docs]
+<models>/versions/<version>/model.onnx      features f32 [n_docs, n_features] -> scores f32 [n_docs]
 <models>/versions/<version>/metadata.json   schema, metrics, sha256, fingerprint, parity, latency
 ```
 The version folder is assembled in a temporary folder and renamed into place, so a reader
@@ -52,9 +52,12 @@ def write_onnx(ranker: Any, path: Path, opset: int = DEFAULT_OPSET) -> int:
         model = ranker.to_onnx(opset=min(opset, 15))
         onnx.save(model, str(path))
         return int(min(opset, 15))
+    import copy
+
     import torch
 
-    module = ranker.export_module()
+    # Trace a CPU copy: the ranker may live on a GPU, and the graph must not depend on it.
+    module = copy.deepcopy(ranker.export_module()).cpu().eval()
     sample = torch.zeros(3, len(ranker.feature_names), dtype=torch.float32)
     with torch.no_grad():
         torch.onnx.export(
@@ -131,8 +134,12 @@ def export_ranker(
             from ltr.export.latency import measure_latency
 
             lat = measure_latency(
-                ranker.score_features, str(onnx_path), validation.n_features,
-                repeats=50, warmup=5, sample=validation.features,
+                ranker.score_features,
+                str(onnx_path),
+                validation.n_features,
+                repeats=50,
+                warmup=5,
+                sample=validation.features,
             )
         metadata = {
             "format": ARTIFACT_FORMAT,
@@ -152,8 +159,12 @@ def export_ranker(
             "code_version": meta.get("code_version"),
             "mlflow_run_id": meta.get("mlflow_run_id"),
             "mlflow_model_version": meta.get("mlflow_model_version"),
-            "parity": {"max_abs_diff": max_diff, "tolerance": tolerance,
-                       "n_docs": validation.n_docs, "n_queries": validation.n_queries},
+            "parity": {
+                "max_abs_diff": max_diff,
+                "tolerance": tolerance,
+                "n_docs": validation.n_docs,
+                "n_queries": validation.n_queries,
+            },
             "latency_ms": lat,
             "source_run": meta.get("run_name"),
         }
@@ -165,7 +176,11 @@ def export_ranker(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"version": version, "path": str(final), **{k: metadata[k] for k in ("sha256", "parity")}}
+    return {
+        "version": version,
+        "path": str(final),
+        **{k: metadata[k] for k in ("sha256", "parity")},
+    }
 
 
 def export_checkpoint(
@@ -183,6 +198,18 @@ def export_checkpoint(
 
     ranker, meta = load_checkpoint(Path(checkpoint_dir))
     if validation is None:
+        data = meta.get("data", {})
+        if data.get("origin") != "config":
+            raise ValueError(
+                f"{checkpoint_dir} was trained on data passed in memory; give the validation "
+                "file for the parity check (--valid FILE)"
+            )
         cfg = load_config(Path(checkpoint_dir) / "config.yaml")
         validation = load_splits(cfg).valid
+        expected = data.get("valid_fingerprint")
+        if expected and validation.fingerprint() != expected:
+            raise ValueError(
+                f"the validation data of {checkpoint_dir} changed since training "
+                "(fingerprint mismatch); give it explicitly with --valid FILE"
+            )
     return export_ranker(ranker, meta, validation, Path(models_dir), **kwargs)

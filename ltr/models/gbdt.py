@@ -149,15 +149,11 @@ class LightGBMRanker:
         graph = model.graph
         old_out = graph.output[0]
         shape_name = "ltr_scores_shape"
-        graph.initializer.append(
-            helper.make_tensor(shape_name, TensorProto.INT64, [1], [-1])
-        )
+        graph.initializer.append(helper.make_tensor(shape_name, TensorProto.INT64, [1], [-1]))
         graph.node.append(
             helper.make_node("Reshape", [old_out.name, shape_name], ["scores"], name="to_scores")
         )
         del graph.output[:]
-        graph.output.append(
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n_docs"])
-        )
+        graph.output.append(helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n_docs"]))
         onnx.checker.check_model(model)
         return model

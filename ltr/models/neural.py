@@ -19,6 +19,9 @@ from torch import Tensor, nn
 class FeatureNormalizer(nn.Module):
     """(x - mean) / std with statistics fitted on training features; constant columns pass."""
 
+    mean: Tensor
+    inv_std: Tensor
+
     def __init__(self, n_features: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))

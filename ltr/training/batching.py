@@ -15,7 +15,8 @@ from ltr.models.constants import PADDED_Y_VALUE
 
 @dataclass
 class Batch:
-    """features: [batch, list_len, n_features]; labels, mask: [batch, list_len]; rows: [batch, list_len] (-1 = pad)."""
+    """features: [batch, list_len, n_features]; labels, mask: [batch, list_len];
+    rows: [batch, list_len] row index into the dataset, -1 for padding."""
 
     features: Tensor
     labels: Tensor
@@ -71,7 +72,10 @@ class QueryBatcher:
 
 @torch.no_grad()
 def score_dataset(
-    model: torch.nn.Module, ds: LetorDataset, device: torch.device | str = "cpu", batch_size: int = 256
+    model: torch.nn.Module,
+    ds: LetorDataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Scores of every row of ``ds`` (float32 [n_docs]), computed list by list in eval mode."""
     was_training = model.training

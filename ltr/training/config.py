@@ -54,7 +54,7 @@ class OptimizerConfig(_Frozen):
 
 class TrainingConfig(_Frozen):
     epochs: int = Field(60, ge=1)
-    batch_size: int = Field(32, ge=1, description="queries per batch")
+    batch_size: int = Field(16, ge=1, description="queries per batch")
     patience: int = Field(15, ge=1, description="epochs without validation gain before stopping")
     metric: str = "ndcg@10"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -77,8 +77,8 @@ def load_splits(cfg: ExperimentConfig) -> Splits:
     train = read_letor(d.train, **kw)
     kw["n_features"] = d.n_features or train.n_features
     valid = read_letor(d.valid, **kw)
-    test = read_letor(d.test, **kw) if d.test else None
-    return Splits(train, valid, test)
+    test_part = read_letor(d.test, **kw) if d.test else None
+    return Splits(train, valid, test_part)
 
 
 def run_experiment(
@@ -93,6 +93,9 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train and evaluate ``cfg``; returns a JSON-able summary (paths, ids, metrics)."""
     s = settings or get_settings()
+    # "config": the data can be rebuilt from config.yaml alone (files or synthetic);
+    # "in-memory": the caller passed the splits, so exports need an explicit validation set.
+    data_origin = "in-memory" if splits is not None else "config"
     splits = splits or load_splits(cfg)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     name = run_name or f"{cfg.name}-{stamp}"
@@ -131,12 +134,18 @@ def run_experiment(
 
         outcome = fit(cfg, splits.train, splits.valid, on_epoch=on_epoch_cb, progress=progress)
         results: dict[str, dict[str, float]] = {}
-        for split_name, ds in (("valid", splits.valid), ("test", splits.test)):
-            if ds is None:
+        named: list[tuple[str, LetorDataset | None]] = [
+            ("valid", splits.valid),
+            ("test", splits.test),
+        ]
+        for split_name, part in named:
+            if part is None:
                 continue
-            scores = outcome.ranker.score(ds)
-            results[split_name] = evaluate(ds.labels, scores, ds.offsets, metrics, opts)
-            tracker.log_metrics({f"final_{split_name}_{k}": v for k, v in results[split_name].items()})
+            scores = outcome.ranker.score(part)
+            results[split_name] = evaluate(part.labels, scores, part.offsets, metrics, opts)
+            tracker.log_metrics(
+                {f"final_{split_name}_{k}": v for k, v in results[split_name].items()}
+            )
         tracker.log_metrics(
             {"fit_seconds": outcome.fit_seconds, "best_epoch": float(outcome.best_epoch)}
         )
@@ -156,10 +165,16 @@ def run_experiment(
             "epochs_run": outcome.epochs_run,
             "fit_seconds": outcome.fit_seconds,
             "metrics": results,
-            "metric_options": {"gain": opts.gain, "no_relevant": opts.no_relevant, "ties": opts.ties},
+            "metric_options": {
+                "gain": opts.gain,
+                "no_relevant": opts.no_relevant,
+                "ties": opts.ties,
+            },
             "mlflow_run_id": tracker.run_id,
             "mlflow_experiment_id": tracker.experiment_id,
             "data": {
+                "origin": data_origin,
+                "valid_fingerprint": splits.valid.fingerprint(),
                 "train": str(cfg.data.train) if cfg.data.train else "synthetic",
                 "valid": str(cfg.data.valid) if cfg.data.valid else "synthetic",
                 "test": str(cfg.data.test) if cfg.data.test else None,

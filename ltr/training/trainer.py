@@ -18,7 +18,7 @@ import torch
 from ltr.data.dataset import LetorDataset
 from ltr.metrics import MetricOptions, evaluate
 from ltr.models.losses import get_loss
-from ltr.models.neural import build_model
+from ltr.models.neural import FeatureNormalizer, build_model
 from ltr.models.rankers import NeuralRanker
 from ltr.training.batching import QueryBatcher, score_dataset
 from ltr.training.config import ExperimentConfig
@@ -78,9 +78,7 @@ def train_neural(
 ) -> TrainOutcome:
     """Train ``cfg.model`` with ``cfg.loss``; returns the ranker at its best validation epoch."""
     if train.n_features != valid.n_features:
-        raise ValueError(
-            f"train has {train.n_features} features but valid has {valid.n_features}"
-        )
+        raise ValueError(f"train has {train.n_features} features but valid has {valid.n_features}")
     t0 = time.perf_counter()
     tc = cfg.training
     if tc.threads:
@@ -88,7 +86,10 @@ def train_neural(
     seed_everything(cfg.seed)
     device = resolve_device(tc.device)
     model = build_model(cfg.model.type, train.n_features, cfg.model.params)
-    model.normalizer.fit(train.features)  # type: ignore[operator]
+    normalizer = model.normalizer
+    if not isinstance(normalizer, FeatureNormalizer):
+        raise TypeError(f"{cfg.model.type} has no feature normaliser")
+    normalizer.fit(train.features)
     model.to(device)
     loss_fn = get_loss(cfg.loss.name, **cfg.loss.params)
     opt = _optimizer(cfg, model.parameters())
@@ -120,7 +121,7 @@ def train_neural(
                     "lower the learning rate or check the features"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
@@ -142,14 +143,18 @@ def train_neural(
         if bar is not None:
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", **{key: f"{value:.4f}"})
         if bad_epochs >= tc.patience:
-            log.info("early stop at epoch %d; best %s=%.4f at %d", epoch, key, best_value, best_epoch)
+            log.info(
+                "early stop at epoch %d; best %s=%.4f at %d", epoch, key, best_value, best_epoch
+            )
             break
     if bar is not None:
         bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    ranker = NeuralRanker(model, cfg.model.type, cfg.model.params, cfg.loss.name, train.feature_names)
+    ranker = NeuralRanker(
+        model, cfg.model.type, cfg.model.params, cfg.loss.name, train.feature_names
+    )
     return TrainOutcome(
         ranker=ranker,
         best_epoch=best_epoch,

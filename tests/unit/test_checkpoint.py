@@ -110,9 +110,9 @@ def test_lightgbm_checkpoint_reloads_to_identical_scores(ltr_home, splits):
 
 
 def test_missing_checkpoint_json_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint.json"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint\.json"):
         load_checkpoint(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no checkpoint.json"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint\.json"):
         read_checkpoint_meta(tmp_path / "absent")
 
 

@@ -106,7 +106,7 @@ def test_malformed_files_are_errors_naming_the_file(tmp_path, text, needle):
 
 
 def test_missing_config_file_raises_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -168,7 +168,7 @@ def test_overrides_are_revalidated_and_errors_name_the_key(overrides, needle):
 
 
 def test_override_below_a_scalar_is_an_unknown_key():
-    with pytest.raises(ValueError, match="unknown config key 'seed.x'"):
+    with pytest.raises(ValueError, match=r"unknown config key 'seed\.x'"):
         ExperimentConfig().with_overrides({"seed.x": 1})
 
 

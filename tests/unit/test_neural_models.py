@@ -20,7 +20,13 @@ torch.set_num_threads(1)
 N_FEATURES = 6
 SMALL = {
     "mlp": {"hidden": [16, 8], "dropout": 0.2},
-    "attention": {"d_model": 16, "n_heads": 4, "n_layers": 2, "dim_feedforward": 32, "dropout": 0.2},
+    "attention": {
+        "d_model": 16,
+        "n_heads": 4,
+        "n_layers": 2,
+        "dim_feedforward": 32,
+        "dropout": 0.2,
+    },
 }
 
 

@@ -94,8 +94,9 @@ def test_per_epoch_history_has_one_value_per_epoch_run(client, tracked):
     for name in ("valid_ndcg@10", "train_loss", "valid_map"):
         history = sorted(client.get_metric_history(run_id, metric_key(name)), key=lambda m: m.step)
         assert [m.step for m in history] == [epoch for epoch, _ in rows], name
-        assert [m.value for m in history] == pytest.approx([row[name] for _, row in rows],
-                                                           rel=1e-12)
+        assert [m.value for m in history] == pytest.approx(
+            [row[name] for _, row in rows], rel=1e-12
+        )
 
 
 def test_final_metrics_equal_the_summary(client, tracked):
@@ -147,7 +148,9 @@ def test_a_run_that_raises_is_marked_failed(home, client, tracked, splits):
     cfg = ExperimentConfig.model_validate(CFG).with_overrides({"training.device": "cuda"})
     with pytest.raises(RuntimeError, match="CUDA"):
         run_experiment(
-            cfg, splits=Splits(splits.train, splits.valid, None), run_name="fails",
+            cfg,
+            splits=Splits(splits.train, splits.valid, None),
+            run_name="fails",
             progress=False,
         )
     runs = client.search_runs(
@@ -161,7 +164,9 @@ def test_a_run_that_raises_is_marked_failed(home, client, tracked, splits):
 def test_tracking_disabled_creates_no_database(ltr_home, splits):
     cfg = ExperimentConfig.model_validate(CFG).with_overrides({"tracking.enabled": False})
     summary = run_experiment(
-        cfg, splits=Splits(splits.train, splits.valid, None), run_name="untracked",
+        cfg,
+        splits=Splits(splits.train, splits.valid, None),
+        run_name="untracked",
         progress=False,
     )
     assert summary["mlflow_run_id"] is None
