@@ -1,0 +1,160 @@
+"""Result cache for ``/rank``: the ranked list of one request, keyed by everything it depends on.
+
+The cache is an optimisation, never a dependency: every Redis problem is counted and turned
+into a miss (``get``) or a no-op (``set``), and a circuit breaker (:mod:`serving.redis_guard`)
+stops calling a dead Redis so that an outage costs nothing per request.
+
+The app must build the client with small timeouts and no retries, otherwise one dead Redis
+adds the default socket timeout (none!) to every request before the breaker opens::
+
+    redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05,
+                         retry_on_timeout=False, retry=None)
+
+What the key covers: the model version, the query id, the candidate doc ids *in request
+order* and the request-supplied features. Features read from the online store are *not*
+covered; ``ttl_seconds`` bounds how stale a cached ranking can get after a
+materialization. If a model uses per-user online features, fold the user id into the
+``query_id`` argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+
+from serving.redis_guard import RedisGuard
+
+logger = logging.getLogger(__name__)
+
+#: One candidate as the cache sees it: doc id and the features sent in the request (or None).
+Candidate = tuple[str, Mapping[str, float] | None]
+
+
+def _float_repr(value: float) -> str:
+    # repr() is the shortest string that round-trips, so 1, 1.0 and 1.00 share a key.
+    return repr(float(value))
+
+
+class RankCache:
+    """Redis-backed cache of ranked lists with a TTL; see the module docstring."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        *,
+        ttl_seconds: int,
+        prefix: str = "ltr:cache:",
+        guard: RedisGuard | None = None,
+    ) -> None:
+        if ttl_seconds < 1:
+            raise ValueError(f"ttl_seconds must be >= 1, got {ttl_seconds}")
+        self._client = client
+        self.ttl_seconds = ttl_seconds
+        self.prefix = prefix
+        self.guard = guard if guard is not None else RedisGuard(name="rank-cache")
+        self.hits = 0
+        #: Every ``get`` that returned None: absent key, Redis error, circuit open, disabled.
+        self.misses = 0
+        self.sets = 0
+
+    @property
+    def enabled(self) -> bool:
+        """False when built without a client (no Redis configured)."""
+        return self._client is not None
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Errors by kind (``ConnectionError``, ``TimeoutError``, ``ResponseError``, ``DecodeError`` …)."""
+        return self.guard.errors
+
+    def key(self, model_version: str, query_id: str, candidates: Sequence[Candidate]) -> str:
+        """The Redis key of one request: ``<prefix><model_version>:<sha256 hex>``.
+
+        The digest covers a canonical JSON encoding of the model version, the query id, the
+        doc ids in the given order and each candidate's features sorted by name with floats
+        written by ``repr``: so the order of a feature dict does not matter, but the order of
+        the candidates does. Candidate order is kept on purpose: the response depends on it
+        (tied scores keep input order, listwise models see the whole list), and sorting would
+        cost O(n log n) on every request for a rare benefit. The readable version prefix lets
+        an operator drop one version's entries with ``SCAN MATCH``.
+        """
+        encoded = [
+            [
+                doc_id,
+                None
+                if features is None
+                else [[name, _float_repr(features[name])] for name in sorted(features)],
+            ]
+            for doc_id, features in candidates
+        ]
+        payload = json.dumps(
+            ["v1", model_version, query_id, encoded],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return f"{self.prefix}{model_version}:{digest}"
+
+    def get(self, key: str) -> list[dict[str, Any]] | None:
+        """The cached ranked list, or None on a miss (including any Redis error)."""
+        client = self._client
+        if client is None:
+            self.misses += 1
+            return None
+        ok, raw = self.guard.call(lambda: client.get(key), None)
+        if not ok or raw is None:
+            self.misses += 1
+            return None
+        value = self._decode(raw)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def set(self, key: str, ranked: list[dict[str, Any]]) -> None:
+        """Store ``ranked`` under ``key`` with the TTL; a Redis error is counted, not raised."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            payload = json.dumps(ranked, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # A non-JSON or non-finite value: a bug upstream, but still not worth a 500.
+            self.guard.record_error("EncodeError")
+            logger.warning("rank cache: not caching %s: %s", key, exc)
+            return
+        ok, _ = self.guard.call(lambda: client.set(key, payload, ex=self.ttl_seconds), None)
+        if ok:
+            self.sets += 1
+
+    def _decode(self, raw: object) -> list[dict[str, Any]] | None:
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            value = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            value = None
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            self.guard.record_error("DecodeError")
+            return None
+        return value
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/api/v1/models`` or a Prometheus collector."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "sets": self.sets,
+            "errors": dict(self.errors),
+            "skipped": self.guard.skipped,
+            "circuit_open": self.guard.is_open,
+        }
+
+
+__all__ = ["Candidate", "RankCache"]

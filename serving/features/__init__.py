@@ -1,0 +1,27 @@
+"""Online feature readers for the rank service.
+
+Two readers return the same :class:`~serving.features.redis_reader.FeatureReadResult`:
+
+- ``redis_reader.RedisFeatureReader`` reads Feast's Redis online store directly, in Feast's
+  own key and value layout (``feast_layout``), with one round trip and a vectorised decode.
+  It imports neither Feast nor protobuf.
+- ``sdk_reader.SdkFeatureReader`` goes through ``FeatureStore.get_online_features`` (Feast is
+  imported lazily); it serves the embedded SQLite default.
+
+This module only holds the exceptions both raise, so importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FeatureDecodeError", "FeatureStoreUnavailable"]
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The online store could not be reached or answered with an error.
+
+    The rank API maps this to a quick 503 for models that need store features.
+    """
+
+
+class FeatureDecodeError(ValueError):
+    """A stored value is not the ``Value{float_list_val}`` protobuf this reader expects."""

@@ -1,0 +1,60 @@
+"""Settings of the rank service: one object, from the environment (``LTR_`` prefix) or ``.env``,
+validated on creation. Defaults that would be unsafe in production refuse to start there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_API_KEY_LENGTH = 16
+_KNOWN_WEAK_KEYS = {"changeme", "secret", "password", "admin", "test", "development"}
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LTR_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "staging", "production"] = "development"
+    home: Path = Path("var")
+    model_store: Path | None = Field(None, description="model store root; default <home>/models")
+
+    redis_url: str | None = Field(None, description="Redis for online features, cache, events")
+    redis_timeout_ms: int = Field(50, ge=1, le=10_000)
+    feast_project: str = "ltr"
+    feast_repo: Path = Path("feature_repo")
+    feast_key_version: int = Field(3, ge=1)
+
+    cache_enabled: bool = True
+    cache_ttl_s: int = Field(300, ge=1)
+    events_enabled: bool = True
+    stream_maxlen: int = Field(100_000, ge=100)
+
+    max_candidates: int = Field(1000, ge=1, le=100_000)
+    max_batch: int = Field(32, ge=1, le=1000)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_features_per_candidate: int = Field(1024, ge=1)
+    max_clicks: int = Field(1000, ge=1)
+
+    reload_interval_s: float = Field(2.0, gt=0)
+    onnx_threads: int = Field(1, ge=1)
+    api_key: SecretStr | None = Field(None, description="required for admin actions")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> ServingSettings:
+        if self.environment == "development":
+            return self
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        if len(key) < MIN_API_KEY_LENGTH or key.lower() in _KNOWN_WEAK_KEYS:
+            raise ValueError(
+                f"LTR_API_KEY must be set to a secret of at least {MIN_API_KEY_LENGTH} characters "
+                f"when LTR_ENVIRONMENT={self.environment}"
+            )
+        if self.redis_url is None:
+            raise ValueError(f"LTR_REDIS_URL must be set when LTR_ENVIRONMENT={self.environment}")
+        return self
+
+    @property
+    def model_store_path(self) -> Path:
+        return self.model_store if self.model_store is not None else self.home / "models"
