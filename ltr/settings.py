@@ -21,6 +21,14 @@ class Settings(BaseSettings):
         None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db"
     )
     mlflow_experiment: str = "ltr"
+    feast_project: str = Field("ltr", description="Feast project name")
+    feast_repo: Path = Field(
+        Path("feature_repo"), description="the Feast repository (entities, views, services)"
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis online store, e.g. redis://127.0.0.1:6379/0; unset: SQLite under home",
+    )
 
     @property
     def runs_dir(self) -> Path:

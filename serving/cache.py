@@ -4,11 +4,13 @@ The cache is an optimisation, never a dependency: every Redis problem is counted
 into a miss (``get``) or a no-op (``set``), and a circuit breaker (:mod:`serving.redis_guard`)
 stops calling a dead Redis so that an outage costs nothing per request.
 
-The app must build the client with small timeouts and no retries, otherwise one dead Redis
-adds the default socket timeout (none!) to every request before the breaker opens::
+The app must build the client with small timeouts and no retries: redis-py's defaults (no
+socket timeout, three retries with backoff, about 5 s per call to a dead Redis) would stall
+requests until the breaker opens. Use :func:`serving.redis_guard.fail_fast_redis`::
 
-    redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05,
-                         retry_on_timeout=False, retry=None)
+    client = fail_fast_redis(url, timeout_seconds=0.05)
+    # = redis.Redis.from_url(url, socket_timeout=0.05, socket_connect_timeout=0.05,
+    #                        retry=Retry(NoBackoff(), 0))
 
 What the key covers: the model version, the query id, the candidate doc ids *in request
 order* and the request-supplied features. Features read from the online store are *not*
@@ -70,7 +72,7 @@ class RankCache:
 
     @property
     def errors(self) -> Counter[str]:
-        """Errors by kind (``ConnectionError``, ``TimeoutError``, ``ResponseError``, ``DecodeError`` …)."""
+        """Errors by kind (``ConnectionError``, ``TimeoutError``, ``DecodeError`` ...)."""
         return self.guard.errors
 
     def key(self, model_version: str, query_id: str, candidates: Sequence[Candidate]) -> str:

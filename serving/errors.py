@@ -13,7 +13,7 @@ class ServingError(Exception):
 
 
 class RoutingConfigError(ServingError, ValueError):
-    """``routing.json`` is missing, is not JSON, or breaks a rule; the message names file and field."""
+    """``routing.json`` is missing, not JSON or breaks a rule; the message names file and field."""
 
 
 class EventLogUnavailable(ServingError):

@@ -16,9 +16,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,24 @@ T = TypeVar("T")
 #: Exceptions treated as "Redis is unavailable": redis-py wraps socket errors in its own
 #: classes, OSError is kept for errors raised below it (DNS, TLS).
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+def fail_fast_redis(url: str, *, timeout_seconds: float = 0.05, **kwargs: Any) -> redis.Redis:
+    """A client for the request path: short socket timeouts and no retries.
+
+    redis-py's defaults are unusable there: no socket timeout at all, and (since redis-py 6)
+    three retries with exponential backoff, so one call to a dead Redis takes about 5 s.
+    ``Retry(NoBackoff(), 0)`` replaces the deprecated ``retry_on_timeout=False``.
+    ``kwargs`` go to :meth:`redis.Redis.from_url` (e.g. ``decode_responses``). Opening the
+    client does not connect; the first command does.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "retry": Retry(NoBackoff(), 0),
+        **kwargs,
+    }
+    return redis.Redis.from_url(url, **options)
 
 
 class RedisGuard:

@@ -106,7 +106,7 @@ class ModelsResponse(BaseModel):
     routing_version: int
     strategy: str
     production: str
-    weights: dict[str, int]
+    weights: dict[str, float]
     shadow: str | None
     interleave: list[str] | None
     versions: list[VersionInfo]

@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "ltr.cli.experiments",
     "ltr.cli.export",
     "ltr.cli.demo",
+    "ltr.cli.serve",
 )
 
 for _name in _COMMAND_MODULES:

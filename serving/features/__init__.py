@@ -8,20 +8,23 @@ Two readers return the same :class:`~serving.features.redis_reader.FeatureReadRe
 - ``sdk_reader.SdkFeatureReader`` goes through ``FeatureStore.get_online_features`` (Feast is
   imported lazily); it serves the embedded SQLite default.
 
-This module only holds the exceptions both raise, so importing it costs nothing.
+This module only holds the exceptions both raise, so importing it costs nothing. They derive
+from :class:`serving.errors.ServingError`, like every domain error of the service.
 """
 
 from __future__ import annotations
 
+from serving.errors import ServingError
+
 __all__ = ["FeatureDecodeError", "FeatureStoreUnavailable"]
 
 
-class FeatureStoreUnavailable(RuntimeError):
+class FeatureStoreUnavailable(ServingError):
     """The online store could not be reached or answered with an error.
 
     The rank API maps this to a quick 503 for models that need store features.
     """
 
 
-class FeatureDecodeError(ValueError):
+class FeatureDecodeError(ServingError, ValueError):
     """A stored value is not the ``Value{float_list_val}`` protobuf this reader expects."""

@@ -1,0 +1,108 @@
+"""POST /api/v1/rank and POST /api/v1/batch_rank."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, HTTPException
+
+from serving.api.deps import State
+from serving.features.schema import MissingRequiredFeatures
+from serving.model_store import ModelNotAvailable
+from serving.schemas import (
+    BatchItem,
+    BatchItemError,
+    BatchRankRequest,
+    BatchRankResponse,
+    RankRequest,
+    RankResponse,
+)
+from serving.service import FeaturesUnavailable, RankOutcome, RequestLimitExceeded
+
+router = APIRouter(prefix="/api/v1", tags=["rank"])
+
+
+def _classify(exc: Exception) -> tuple[int, str, str]:
+    """(HTTP status, error kind, detail) of a domain error."""
+    if isinstance(exc, RequestLimitExceeded):
+        return exc.status, "limit", str(exc)
+    if isinstance(exc, MissingRequiredFeatures):
+        return 422, "missing_features", str(exc)
+    if isinstance(exc, FeaturesUnavailable):
+        return 503, "features_unavailable", str(exc)
+    if isinstance(exc, ModelNotAvailable):
+        return 503, "model_unavailable", str(exc)
+    if isinstance(exc, FloatingPointError):
+        return 500, "model_error", str(exc)
+    raise exc
+
+
+_DOMAIN_ERRORS = (
+    RequestLimitExceeded,
+    MissingRequiredFeatures,
+    FeaturesUnavailable,
+    ModelNotAvailable,
+    FloatingPointError,
+)
+
+
+def _rank_one(state: State, req: RankRequest) -> RankOutcome:
+    return state.service.rank(req, uuid.uuid4().hex)
+
+
+@router.post("/rank", response_model=RankResponse)
+async def rank(req: RankRequest, state: State, background: BackgroundTasks) -> RankResponse:
+    t0 = time.perf_counter()
+    tel = state.telemetry
+    tel.candidates.observe(len(req.candidates))
+    try:
+        outcome = _rank_one(state, req)
+    except _DOMAIN_ERRORS as exc:
+        status, kind, detail = _classify(exc)
+        tel.errors.labels(kind=kind).inc()
+        tel.requests.labels(endpoint="rank", status=str(status)).inc()
+        raise HTTPException(status, detail) from None
+    for task in outcome.background:
+        background.add_task(task)
+    resp = outcome.response
+    elapsed = time.perf_counter() - t0
+    tel.request_latency.labels(
+        endpoint="rank", model_version=resp.model_version, variant=resp.variant
+    ).observe(elapsed)
+    tel.requests.labels(endpoint="rank", status="200").inc()
+    model = state.store.snapshot.models.get(resp.model_version)
+    if model is not None:
+        model.record(elapsed, True)
+    return resp
+
+
+@router.post("/batch_rank", response_model=BatchRankResponse)
+async def batch_rank(
+    req: BatchRankRequest, state: State, background: BackgroundTasks
+) -> BatchRankResponse:
+    t0 = time.perf_counter()
+    tel = state.telemetry
+    limit = state.settings.max_batch
+    if len(req.requests) > limit:
+        tel.errors.labels(kind="limit").inc()
+        raise HTTPException(
+            413, f"too many requests in batch: {len(req.requests)} > {limit} (LTR_MAX_BATCH)"
+        )
+    results: list[BatchItem] = []
+    for item in req.requests:
+        try:
+            outcome = _rank_one(state, item)
+        except _DOMAIN_ERRORS as exc:
+            status, kind, detail = _classify(exc)
+            tel.errors.labels(kind=kind).inc()
+            results.append(BatchItem(ok=False, error=BatchItemError(status=status, detail=detail)))
+            continue
+        for task in outcome.background:
+            background.add_task(task)
+        results.append(BatchItem(ok=True, result=outcome.response))
+    tel.request_latency.labels(endpoint="batch_rank", model_version="", variant="").observe(
+        time.perf_counter() - t0
+    )
+    tel.requests.labels(endpoint="batch_rank", status="200").inc()
+    return BatchRankResponse(results=results)

@@ -1,0 +1,145 @@
+"""Everything the routes need, built once per app in the lifespan and injected."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from serving.cache import RankCache
+from serving.events import EventLog
+from serving.model_store import LoadedModel, ModelStore
+from serving.service import FeatureReader, RankService
+from serving.settings import ServingSettings
+from serving.telemetry import Telemetry, create_telemetry
+
+log = logging.getLogger(__name__)
+
+# Join keys of the feature views the platform defines (feature_repo/); a model's metadata
+# may override them under "feature_views".
+DEFAULT_JOIN_KEYS: dict[str, tuple[str, ...]] = {
+    "query_doc_features": ("query_id", "doc_id"),
+    "doc_features": ("doc_id",),
+}
+
+
+def redis_client(settings: ServingSettings) -> redis.Redis | None:
+    if not settings.redis_url:
+        return None
+    timeout = settings.redis_timeout_ms / 1000.0
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+
+
+@dataclass
+class AppState:
+    settings: ServingSettings
+    telemetry: Telemetry
+    store: ModelStore
+    redis: redis.Redis | None
+    cache: RankCache
+    events: EventLog
+    service: RankService
+    readers: dict[str, FeatureReader | None] = field(default_factory=dict)
+    reload_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(cls, settings: ServingSettings) -> AppState:
+        telemetry = create_telemetry()
+        store = ModelStore(settings.model_store_path, threads=settings.onnx_threads)
+        client = redis_client(settings)
+        cache = RankCache(
+            client if settings.cache_enabled else None, ttl_seconds=settings.cache_ttl_s
+        )
+        events = EventLog(
+            client if settings.events_enabled else None, maxlen=settings.stream_maxlen
+        )
+        readers: dict[str, FeatureReader | None] = {}
+        state = cls(settings, telemetry, store, client, cache, events, None, readers)  # type: ignore[arg-type]
+        state.service = RankService(settings, store, cache, events, telemetry, state.reader_for)
+        return state
+
+    # ----------------------------------------------------------- features
+    def reader_for(self, model: LoadedModel) -> FeatureReader | None:
+        key = model.version
+        if key in self.readers:
+            return self.readers[key]
+        reader = self._make_reader(model)
+        self.readers[key] = reader
+        return reader
+
+    def _view_specs(self, model: LoadedModel) -> list[Any]:
+        from serving.features.redis_reader import FeatureViewSpec
+
+        declared = model.metadata.get("feature_views") or {}
+        specs = []
+        for vc in model.schema.views:
+            info = declared.get(vc.view, {})
+            join_keys = tuple(info.get("join_keys") or DEFAULT_JOIN_KEYS.get(vc.view, ()))
+            if not join_keys:
+                raise ValueError(f"feature view {vc.view!r}: join keys unknown")
+            dim = int(info.get("dim") or vc.min_dim)
+            specs.append(FeatureViewSpec(name=vc.view, join_keys=join_keys, dim=dim))
+        return specs
+
+    def _make_reader(self, model: LoadedModel) -> FeatureReader | None:
+        if not model.schema.views:
+            return None
+        specs = self._view_specs(model)
+        if self.redis is not None:
+            from serving.features.redis_reader import RedisFeatureReader
+
+            return RedisFeatureReader(
+                self.redis,
+                self.settings.feast_project,
+                key_version=self.settings.feast_key_version,
+                views=specs,
+            )
+        if self.settings.feast_repo.is_dir():
+            from serving.features.sdk_reader import SdkFeatureReader
+
+            return SdkFeatureReader(self.settings.feast_repo, specs)
+        return None
+
+    # ----------------------------------------------------------- reload
+    def poll_store(self) -> bool:
+        try:
+            changed = self.store.poll()
+        except Exception:  # never let the reload loop die
+            log.exception("model store poll failed")
+            self.telemetry.reloads.labels(result="error").inc()
+            return False
+        if changed:
+            self.readers.clear()
+            self.telemetry.reloads.labels(result="swapped").inc()
+        self.telemetry.models_loaded.set(
+            len(self.store.snapshot.models) if self.store.loaded else 0
+        )
+        return changed
+
+    async def reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            await asyncio.to_thread(self.poll_store)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.load)
+        self.telemetry.models_loaded.set(len(self.store.snapshot.models))
+        self.reload_task = asyncio.create_task(self.reload_loop())
+
+    async def stop(self) -> None:
+        if self.reload_task is not None:
+            self.reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reload_task
+        if self.redis is not None:
+            self.redis.close()

@@ -1,0 +1,293 @@
+"""Read candidates' feature vectors straight from Feast's Redis online store.
+
+No Feast, no protobuf: keys and hash fields come from :mod:`serving.features.feast_layout`,
+all keys of all views go out in one round trip (a non-transactional pipeline of ``HGET``, or
+one ``EVALSHA`` of a small read-only Lua script), and each view's values decode with one
+``np.frombuffer``. Values equal ``FeatureStore.get_online_features`` on the same keys
+(``tests/integration/test_redis_reader.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from serving.features import FeatureStoreUnavailable
+from serving.features.feast_layout import (
+    decode_float_lists,
+    entity_key_prefix,
+    field_hash,
+    string_value_segment,
+)
+
+__all__ = [
+    "DOC_JOIN_KEY",
+    "QUERY_JOIN_KEY",
+    "FeatureReadResult",
+    "FeatureReader",
+    "FeatureViewSpec",
+    "ReadMode",
+    "RedisFeatureReader",
+    "redis_client_from_connection_string",
+]
+
+logger = logging.getLogger(__name__)
+
+QUERY_JOIN_KEY = "query_id"
+DOC_JOIN_KEY = "doc_id"
+_KNOWN_JOIN_KEYS = frozenset({QUERY_JOIN_KEY, DOC_JOIN_KEY})
+
+ReadMode = Literal["pipeline", "lua"]
+
+# KEYS: every key of every view, view after view. ARGV: n_views, then (field, count) per view.
+_READ_SCRIPT = """
+local out = {}
+local i = 1
+for v = 0, tonumber(ARGV[1]) - 1 do
+  local field = ARGV[2 + 2 * v]
+  for _ = 1, tonumber(ARGV[3 + 2 * v]) do
+    out[i] = redis.call('HGET', KEYS[i], field)
+    i = i + 1
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class FeatureViewSpec:
+    """One Feast feature view whose single ``Array(Float32)`` field holds the vector.
+
+    ``name`` is the view name as stored online (``"<view>_v<N>"`` when Feast's online
+    feature-view versioning is on); ``join_keys`` are among ``query_id`` and ``doc_id``.
+    """
+
+    name: str
+    join_keys: tuple[str, ...]
+    dim: int
+    field: str = "features"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.join_keys) - _KNOWN_JOIN_KEYS
+        if not self.join_keys or unknown:
+            raise ValueError(
+                f"feature view {self.name!r}: join keys must be among "
+                f"{sorted(_KNOWN_JOIN_KEYS)}, got {list(self.join_keys)}"
+            )
+        if len(set(self.join_keys)) != len(self.join_keys):
+            raise ValueError(f"feature view {self.name!r}: duplicate join keys")
+        if self.dim < 1:
+            raise ValueError(f"feature view {self.name!r}: dim must be >= 1, got {self.dim}")
+
+    @property
+    def per_document(self) -> bool:
+        """True when rows differ per candidate (``doc_id`` is a join key)."""
+        return DOC_JOIN_KEY in self.join_keys
+
+
+@dataclass(frozen=True)
+class FeatureReadResult:
+    """Feature vectors of the candidates of one request, in candidate order.
+
+    vectors: view name -> float32 [n_docs, dim]; rows of entities not found are NaN.
+    found: view name -> bool [n_docs].
+    missing: rows not found, summed over views (includes ``invalid``).
+    invalid: rows whose stored value was not a ``dim``-long float list (logged).
+    """
+
+    vectors: dict[str, npt.NDArray[np.float32]]
+    found: dict[str, npt.NDArray[np.bool_]]
+    missing: int
+    invalid: int = 0
+
+
+class FeatureReader(Protocol):
+    """What the rank service needs from an online feature reader."""
+
+    def read(self, query_id: str, doc_ids: Sequence[str]) -> FeatureReadResult: ...
+
+
+@dataclass(frozen=True)
+class _ViewLayout:
+    spec: FeatureViewSpec
+    field: bytes
+    # Key = head + <doc segment> + tail for per-document views, head + tail otherwise; the
+    # query segment goes into head or tail (by Feast's key order) once per request.
+    prefix: bytes
+    query_before_doc: bool = False
+
+
+def redis_client_from_connection_string(
+    connection_string: str,
+    *,
+    socket_timeout: float = 0.1,
+    socket_connect_timeout: float = 0.1,
+    retries: int = 0,
+) -> redis.Redis:
+    """A client for Feast's ``connection_string`` (``host:port,db=6,password=...``).
+
+    Unlike redis-py's default (3 retries with up-to-seconds jittered backoff), it fails at
+    once by default, so a request answers 503 quickly when Redis is down.
+    """
+    nodes = [part for part in connection_string.split(",") if "=" not in part]
+    if len(nodes) != 1 or ":" not in nodes[0]:
+        raise ValueError(
+            f"expected 'host:port[,param=value...]' with one node, got {connection_string!r}"
+        )
+    host, port = nodes[0].rsplit(":", 1)
+    params: dict[str, Any] = {}
+    for part in connection_string.split(","):
+        if "=" in part:
+            key, raw = part.split("=", 1)
+            try:
+                params[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                params[key] = raw
+    params.update(
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_connect_timeout,
+        retry=Retry(NoBackoff(), retries),
+    )
+    return redis.Redis(host=host, port=int(port), **params)
+
+
+class RedisFeatureReader:
+    """Reads ``views`` for ``(query_id, doc_id)`` candidates in one round trip.
+
+    ``client`` must return bytes (``decode_responses=False``); give it small socket timeouts
+    and no retry backoff (see :func:`redis_client_from_connection_string`). ``mode="lua"``
+    sends one ``EVALSHA`` (fastest on one node; not for Redis Cluster, whose keys span
+    slots), ``"pipeline"`` one pipeline of ``HGET``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        project: str,
+        *,
+        key_version: int,
+        views: Sequence[FeatureViewSpec],
+        mode: ReadMode = "lua",
+    ) -> None:
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("the Redis client must be created with decode_responses=False")
+        if not views:
+            raise ValueError("at least one feature view is required")
+        names = [v.name for v in views]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature view names: {names}")
+        if mode not in ("pipeline", "lua"):
+            raise ValueError(f"unknown mode {mode!r}; valid: 'pipeline', 'lua'")
+        self._client = client
+        self._project = project.encode("utf-8")
+        self._mode: ReadMode = mode
+        self._views: tuple[_ViewLayout, ...] = tuple(self._layout(v, key_version) for v in views)
+        self._script = client.register_script(_READ_SCRIPT) if mode == "lua" else None
+        retry = client.get_retry()
+        if retry is not None and retry.get_retries() != 0:
+            logger.warning(
+                "Redis client retries %s times with backoff: reads fail slowly when Redis "
+                "is down; prefer redis_client_from_connection_string(...)",
+                retry.get_retries(),
+            )
+
+    @staticmethod
+    def _layout(spec: FeatureViewSpec, version: int) -> _ViewLayout:
+        keys = sorted(spec.join_keys)  # Feast orders several join keys by name
+        return _ViewLayout(
+            spec=spec,
+            field=field_hash(spec.name, spec.field),
+            prefix=entity_key_prefix(keys, version),
+            query_before_doc=keys[0] == QUERY_JOIN_KEY,
+        )
+
+    @property
+    def views(self) -> tuple[FeatureViewSpec, ...]:
+        return tuple(v.spec for v in self._views)
+
+    def keys(self, query_id: str, doc_ids: Sequence[str]) -> list[list[bytes]]:
+        """The Redis keys read for each view (one per candidate, or one for query views)."""
+        query_segment = string_value_segment(query_id)
+        doc_segments = [string_value_segment(d) for d in doc_ids]
+        project = self._project
+        out: list[list[bytes]] = []
+        for view in self._views:
+            has_query = QUERY_JOIN_KEY in view.spec.join_keys
+            if not view.spec.per_document:
+                out.append([view.prefix + query_segment + project])
+                continue
+            head, tail = view.prefix, project
+            if has_query and view.query_before_doc:
+                head += query_segment
+            elif has_query:
+                tail = query_segment + project
+            out.append([head + seg + tail for seg in doc_segments])
+        return out
+
+    def _fetch(self, keys: list[list[bytes]]) -> list[bytes | None]:
+        flat = [k for view_keys in keys for k in view_keys]
+        try:
+            if self._script is not None:
+                args: list[bytes | int] = [len(self._views)]
+                for view, view_keys in zip(self._views, keys, strict=True):
+                    args += [view.field, len(view_keys)]
+                reply: list[bytes | None] = self._script(keys=flat, args=args)
+                return reply
+            with self._client.pipeline(transaction=False) as pipe:
+                for view, view_keys in zip(self._views, keys, strict=True):
+                    for key in view_keys:
+                        pipe.hget(key, view.field)  # type: ignore[arg-type]  # bytes are fine
+                replies: list[bytes | None] = pipe.execute()
+                return replies
+        except redis.RedisError as exc:
+            raise FeatureStoreUnavailable(f"Redis online store read failed: {exc}") from exc
+
+    def read(self, query_id: str, doc_ids: Sequence[str]) -> FeatureReadResult:
+        """Vectors of every view for each candidate, in ``doc_ids`` order.
+
+        Raises :class:`~serving.features.FeatureStoreUnavailable` on any Redis error.
+        """
+        n = len(doc_ids)
+        vectors: dict[str, npt.NDArray[np.float32]] = {}
+        found: dict[str, npt.NDArray[np.bool_]] = {}
+        if n == 0:
+            for view in self._views:
+                vectors[view.spec.name] = np.empty((0, view.spec.dim), dtype=np.float32)
+                found[view.spec.name] = np.zeros(0, dtype=np.bool_)
+            return FeatureReadResult(vectors=vectors, found=found, missing=0)
+        keys = self.keys(query_id, doc_ids)
+        values = self._fetch(keys)
+        missing = 0
+        invalid = 0
+        offset = 0
+        for view, view_keys in zip(self._views, keys, strict=True):
+            spec = view.spec
+            chunk = values[offset : offset + len(view_keys)]
+            offset += len(view_keys)
+            decoded = decode_float_lists(chunk, spec.dim)
+            view_vectors, view_found = decoded.vectors, decoded.found
+            if not spec.per_document:
+                view_vectors = np.repeat(view_vectors, n, axis=0)
+                view_found = np.repeat(view_found, n)
+            vectors[spec.name] = view_vectors
+            found[spec.name] = view_found
+            missing += n - int(np.count_nonzero(view_found))
+            view_invalid = decoded.invalid * (1 if spec.per_document else n)
+            if view_invalid:
+                logger.warning(
+                    "feature view %s: %d stored values are not %d-float lists",
+                    spec.name,
+                    decoded.invalid,
+                    spec.dim,
+                )
+            invalid += view_invalid
+        return FeatureReadResult(vectors=vectors, found=found, missing=missing, invalid=invalid)

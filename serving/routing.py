@@ -1,0 +1,414 @@
+"""Traffic routing: which model version answers a user, from ``models/routing.json``.
+
+Users are bucketed by a stable hash (:func:`stable_bucket`, SHA-256, never Python's
+``hash()``), so a user sees the same variant on every replica and after restarts; changing
+``salt`` reshuffles everybody (start a new experiment). Anonymous requests (no ``user_id``)
+are bucketed by their ``request_id``: they are spread over the variants in the configured
+proportions but are not sticky. The file is re-read without a restart by
+:class:`RoutingWatcher`; the app swaps in the new :class:`Router`.
+
+Strategies (``strategy``): ``single`` serves ``production``; ``ab`` and ``canary`` split users
+by ``variants`` weights (percentages summing to 100, multiples of 0.01); ``blue_green``
+serves the live colour; ``interleave`` team-draft interleaves ``interleave.a`` and
+``interleave.b`` for ``interleave.percent`` of users and serves ``production`` to the rest.
+``shadow`` (any strategy) scores a sample of users with a challenger that never answers.
+
+Growing a variant only moves users into it when the variant order stays fixed and the
+growing variant is the first or the last one (its bucket range only extends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Self, TypedDict
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+from serving.errors import RoutingConfigError
+
+logger = logging.getLogger(__name__)
+
+BUCKETS = 10_000  # 0.01 % resolution for weights and sample rates
+_EPS = 1e-6
+
+
+def _check_version(value: str) -> str:
+    if not value or value in (".", "..") or any(c.isspace() or c in "/\\" for c in value):
+        raise ValueError(
+            f"a model version must be non-empty, without spaces or path separators: {value!r}"
+        )
+    return value
+
+
+#: A model version (a folder name in the model store).
+Version = Annotated[str, AfterValidator(_check_version)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Strategy = Literal["single", "ab", "canary", "blue_green", "interleave"]
+
+
+def stable_bucket(user_id: str, salt: str = "", buckets: int = BUCKETS) -> int:
+    """Bucket in ``[0, buckets)``: first 8 bytes of SHA-256 of ``f"{salt}:{user_id}"`` (UTF-8),
+    read big-endian, modulo ``buckets``. Identical in every process, language and restart."""
+    digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % buckets
+
+
+def _check_hundredths(value: float, what: str) -> None:
+    if abs(value * 100 - round(value * 100)) > _EPS:
+        raise ValueError(f"{what} must be a multiple of 0.01, got {value}")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Variant(_Frozen):
+    name: Annotated[str, Field(min_length=1)]
+    version: Version
+    weight: Percent
+
+
+class BlueGreen(_Frozen):
+    blue: Version
+    green: Version
+    live: Literal["blue", "green"]
+
+    @property
+    def live_version(self) -> str:
+        return self.blue if self.live == "blue" else self.green
+
+
+class Shadow(_Frozen):
+    version: Version
+    sample_percent: Percent = 100.0
+
+
+class Interleave(_Frozen):
+    a: Version
+    b: Version
+    percent: Percent = 100.0
+
+
+class RoutingConfig(_Frozen):
+    """The validated content of ``routing.json`` (immutable)."""
+
+    version: Annotated[StrictInt, Field(ge=1)]
+    strategy: Strategy
+    production: Version
+    variants: tuple[Variant, ...] = ()
+    blue_green: BlueGreen | None = None
+    shadow: Shadow | None = None
+    interleave: Interleave | None = None
+    salt: str = ""
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> Self:
+        s = self.strategy
+        if s in ("ab", "canary"):
+            if len(self.variants) < 2:
+                raise ValueError(f"variants: strategy {s!r} needs at least 2 variants")
+            names = [v.name for v in self.variants]
+            if len(set(names)) != len(names):
+                raise ValueError(f"variants: names must be unique, got {names}")
+            for v in self.variants:
+                _check_hundredths(v.weight, f"variants: weight of {v.name!r}")
+            total = sum(v.weight for v in self.variants)
+            if abs(total - 100) > _EPS:
+                raise ValueError(f"variants: weights must sum to 100, they sum to {total:g}")
+        elif self.variants:
+            raise ValueError(f"variants: only used by strategy 'ab' or 'canary', not {s!r}")
+        if s == "blue_green":
+            if self.blue_green is None:
+                raise ValueError("blue_green: required by strategy 'blue_green'")
+            if self.production != self.blue_green.live_version:
+                raise ValueError(
+                    f"production: must be the live colour's version "
+                    f"{self.blue_green.live_version!r}, got {self.production!r}"
+                )
+        elif self.blue_green is not None:
+            raise ValueError(f"blue_green: only used by strategy 'blue_green', not {s!r}")
+        if s == "interleave":
+            if self.interleave is None:
+                raise ValueError("interleave: required by strategy 'interleave'")
+            _check_hundredths(self.interleave.percent, "interleave: percent")
+        elif self.interleave is not None:
+            raise ValueError(f"interleave: only used by strategy 'interleave', not {s!r}")
+        if self.shadow is not None:
+            _check_hundredths(self.shadow.sample_percent, "shadow: sample_percent")
+        return self
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RoutingConfig:
+        """Read and validate a routing file; :class:`RoutingConfigError` names file and field."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RoutingConfigError(f"{path}: cannot read routing config: {exc}") from exc
+        try:
+            json.loads(text)  # for a message with line and column
+        except json.JSONDecodeError as exc:
+            raise RoutingConfigError(
+                f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from exc
+        try:
+            # JSON mode: strict types, but arrays are tuples and integers are floats.
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            problems = "; ".join(
+                (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
+                + err["msg"].removeprefix("Value error, ")
+                for err in exc.errors()
+            )
+            raise RoutingConfigError(f"{path}: invalid routing config: {problems}") from exc
+
+    def referenced_versions(self) -> set[str]:
+        """Every model version this config can serve or score (preload these)."""
+        found = {self.production}
+        found.update(v.version for v in self.variants)
+        if self.blue_green is not None:
+            found.update((self.blue_green.blue, self.blue_green.green))
+        if self.shadow is not None:
+            found.add(self.shadow.version)
+        if self.interleave is not None:
+            found.update((self.interleave.a, self.interleave.b))
+        return found
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one request goes; ``interleave`` holds versions (a, b) if this user is interleaved."""
+
+    variant: str
+    version: str
+    shadow_version: str | None
+    interleave: tuple[str, str] | None
+
+
+def _threshold(percent: float) -> int:
+    return round(percent * BUCKETS / 100)
+
+
+class Router:
+    """Decides per request from a :class:`RoutingConfig` (cheap to build, immutable)."""
+
+    def __init__(self, config: RoutingConfig) -> None:
+        self.config = config
+        self._salt = config.salt
+        self._shadow_salt = f"{config.salt}:shadow"
+        # ab/canary: (exclusive upper bucket, variant, version), cumulative in file order.
+        self._ranges: list[tuple[int, str, str]] = []
+        cumulative = 0.0
+        for v in config.variants:
+            cumulative += v.weight
+            self._ranges.append((_threshold(cumulative), v.name, v.version))
+        self._shadow_threshold = (
+            _threshold(config.shadow.sample_percent) if config.shadow is not None else 0
+        )
+        self._interleave_threshold = (
+            _threshold(config.interleave.percent) if config.interleave is not None else 0
+        )
+
+    def decide(self, user_id: str | None, request_id: str) -> Decision:
+        """Route one request; anonymous users (None or "") are bucketed by ``request_id``."""
+        key = user_id if user_id else request_id
+        bucket = stable_bucket(key, self._salt)
+        cfg = self.config
+        interleave: tuple[str, str] | None = None
+        if cfg.strategy in ("ab", "canary"):
+            variant, version = self._ranges[-1][1], self._ranges[-1][2]
+            for upper, name, ver in self._ranges:
+                if bucket < upper:
+                    variant, version = name, ver
+                    break
+        elif cfg.strategy == "blue_green" and cfg.blue_green is not None:
+            variant, version = cfg.blue_green.live, cfg.blue_green.live_version
+        elif (
+            cfg.strategy == "interleave"
+            and cfg.interleave is not None
+            and bucket < self._interleave_threshold
+        ):
+            variant, version = "interleave", cfg.production
+            interleave = (cfg.interleave.a, cfg.interleave.b)
+        else:
+            variant, version = "production", cfg.production
+        shadow_version: str | None = None
+        if (
+            cfg.shadow is not None
+            and cfg.shadow.version != version
+            and stable_bucket(key, self._shadow_salt) < self._shadow_threshold
+        ):
+            shadow_version = cfg.shadow.version
+        return Decision(variant, version, shadow_version, interleave)
+
+
+class InterleaveCredit(TypedDict):
+    a: int
+    b: int
+    winner: Literal["a", "b", "tie"]
+
+
+def _seeded_rng(rng_seed: str) -> random.Random:
+    digest = hashlib.sha256(rng_seed.encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def team_draft_interleave(
+    ranking_a: list[str], ranking_b: list[str], *, rng_seed: str, k: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Team-Draft interleaving (Radlinski, Kurup & Joachims, CIKM 2008).
+
+    The team with fewer picks picks next; on a tie a coin flip decides; a team picks its
+    highest-ranked document not yet shown. Stops when one ranking has no unshown document
+    left (or after ``k`` documents). Documents only the other ranking still has are appended
+    *without* a team, so they earn no credit (with two rankings of the same candidates there
+    are none). Coin flips come from ``random.Random`` seeded by SHA-256 of ``rng_seed`` (use
+    the request id), so the result can be recomputed. Returns the interleaved doc ids and
+    ``{doc_id: "a" | "b"}`` for the attributed ones.
+    """
+    limit = k if k is not None else len(set(ranking_a) | set(ranking_b))
+    rng = _seeded_rng(rng_seed)
+    shown: list[str] = []
+    team: dict[str, str] = {}
+    placed: set[str] = set()
+    pos = {"a": 0, "b": 0}
+    lists = {"a": ranking_a, "b": ranking_b}
+    size = {"a": 0, "b": 0}
+
+    def next_unplaced(side: str) -> str | None:
+        ranking = lists[side]
+        while pos[side] < len(ranking) and ranking[pos[side]] in placed:
+            pos[side] += 1
+        return ranking[pos[side]] if pos[side] < len(ranking) else None
+
+    while len(shown) < limit:
+        if next_unplaced("a") is None or next_unplaced("b") is None:
+            break
+        if size["a"] < size["b"]:
+            side = "a"
+        elif size["b"] < size["a"]:
+            side = "b"
+        else:
+            side = "a" if rng.random() < 0.5 else "b"
+        doc = next_unplaced(side)
+        if doc is None:  # unreachable: both sides were checked above
+            break
+        shown.append(doc)
+        placed.add(doc)
+        team[doc] = side
+        size[side] += 1
+    for doc in (*ranking_a, *ranking_b):
+        if len(shown) >= limit:
+            break
+        if doc not in placed:
+            shown.append(doc)
+            placed.add(doc)
+    return shown, team
+
+
+def interleave_credit(
+    attribution: dict[str, str], clicked_doc_ids: list[str] | set[str]
+) -> InterleaveCredit:
+    """Clicks per team (each clicked document counted once; unattributed clicks ignored)."""
+    clicked = set(clicked_doc_ids)
+    a = sum(1 for doc in clicked if attribution.get(doc) == "a")
+    b = sum(1 for doc in clicked if attribution.get(doc) == "b")
+    winner: Literal["a", "b", "tie"] = "a" if a > b else "b" if b > a else "tie"
+    return {"a": a, "b": b, "winner": winner}
+
+
+class RoutingWatcher:
+    """Holds the current config and router; :meth:`poll` reloads the file when it changed.
+
+    No threads: the app calls :meth:`poll` from its own reload loop. A file that fails to
+    load (or that ``accept`` refuses, e.g. because a version is not in the model store) is
+    logged and counted in ``rejected`` and the previous config stays in force. Write the
+    file atomically (temp file + ``os.replace``); a half-written file is refused and picked
+    up again once its size or mtime changes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        accept: Callable[[RoutingConfig], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._accept = accept
+        self.reloads = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        signature = self._signature()
+        config = RoutingConfig.load(self.path)
+        self._check(config)
+        self._signature_seen = signature
+        self._state: tuple[RoutingConfig, Router] = (config, Router(config))
+
+    def current(self) -> tuple[RoutingConfig, Router]:
+        """The config in force and its router (one consistent pair)."""
+        return self._state
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _check(self, config: RoutingConfig) -> None:
+        if self._accept is None:
+            return
+        try:
+            self._accept(config)
+        except Exception as exc:
+            raise RoutingConfigError(f"{self.path}: refused: {exc}") from exc
+
+    def poll(self) -> bool:
+        """Reload if the file's mtime, size or inode changed; True when a new config is in force."""
+        signature = self._signature()
+        if signature == self._signature_seen:
+            return False
+        self._signature_seen = signature
+        old = self._state[0]
+        try:
+            if signature is None:
+                raise RoutingConfigError(f"{self.path}: routing config disappeared")
+            config = RoutingConfig.load(self.path)
+            self._check(config)
+        except RoutingConfigError as exc:
+            self.rejected += 1
+            self.last_error = str(exc)
+            logger.error("keeping routing config version %d: %s", old.version, exc)
+            return False
+        if config == old:
+            return False
+        if config.version <= old.version:
+            logger.warning(
+                "routing config changed but its version went from %d to %d (bump it)",
+                old.version,
+                config.version,
+            )
+        self._state = (config, Router(config))
+        self.reloads += 1
+        self.last_error = None
+        logger.info(
+            "routing config version %d in force: strategy %s, versions %s",
+            config.version,
+            config.strategy,
+            sorted(config.referenced_versions()),
+        )
+        return True

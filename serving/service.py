@@ -1,0 +1,281 @@
+"""The rank path: route -> cache -> online features -> ONNX Runtime -> ranked list -> events.
+
+Routes stay thin and call :class:`RankService`; domain errors are raised as named
+exceptions and translated into HTTP answers by the routes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from serving.cache import RankCache
+from serving.events import EventLog
+from serving.features.schema import MissingRequiredFeatures, assemble
+from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore
+from serving.routing import Decision, team_draft_interleave
+from serving.schemas import RankedDoc, RankRequest, RankResponse
+from serving.settings import ServingSettings
+from serving.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class FeaturesUnavailable(RuntimeError):
+    """The online feature store cannot be read and the model needs it."""
+
+
+class RequestLimitExceeded(ValueError):
+    """A configurable request limit was exceeded (answered with 413/422)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FeatureReader(Protocol):
+    def read(self, query_id: str, doc_ids: Sequence[str]) -> Any: ...
+
+
+ReaderFactory = Callable[[LoadedModel], FeatureReader | None]
+
+
+@dataclass
+class Scored:
+    model: LoadedModel
+    doc_ids: list[str]
+    scores: np.ndarray
+    order: np.ndarray
+
+
+@dataclass
+class RankOutcome:
+    response: RankResponse
+    background: list[Callable[[], object]] = field(default_factory=list)
+
+
+class RankService:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        store: ModelStore,
+        cache: RankCache,
+        events: EventLog,
+        telemetry: Telemetry,
+        reader_for: ReaderFactory,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.events = events
+        self.telemetry = telemetry
+        self.reader_for = reader_for
+        self._stage = telemetry.stage_latency
+
+    # ------------------------------------------------------------ checks
+    def check_limits(self, req: RankRequest) -> None:
+        s = self.settings
+        n = len(req.candidates)
+        if n > s.max_candidates:
+            raise RequestLimitExceeded(
+                f"too many candidates: {n} > {s.max_candidates} (LTR_MAX_CANDIDATES)", 413
+            )
+        for i, c in enumerate(req.candidates):
+            if c.features is not None and len(c.features) > s.max_features_per_candidate:
+                raise RequestLimitExceeded(
+                    f"candidates[{i}] has {len(c.features)} features, more than "
+                    f"{s.max_features_per_candidate} (LTR_MAX_FEATURES_PER_CANDIDATE)",
+                    413,
+                )
+
+    # ------------------------------------------------------------ scoring
+    def _score(self, model: LoadedModel, req: RankRequest) -> Scored:
+        doc_ids = [c.doc_id for c in req.candidates]
+        vectors: dict[str, np.ndarray] = {}
+        found: dict[str, np.ndarray] = {}
+        if model.schema.views:
+            reader = self.reader_for(model)
+            if reader is None:
+                raise FeaturesUnavailable(
+                    f"model {model.version} needs online features "
+                    f"({', '.join(model.schema.view_names)}) but no online store is configured"
+                )
+            t = time.perf_counter()
+            try:
+                result = reader.read(req.query_id, doc_ids)
+            except Exception as exc:
+                self.telemetry.errors.labels(kind="feature_store").inc()
+                raise FeaturesUnavailable(f"online feature store unavailable: {exc}") from None
+            finally:
+                self._stage.labels(stage="features").observe(time.perf_counter() - t)
+            vectors, found = result.vectors, result.found
+        t = time.perf_counter()
+        x, stats = assemble(
+            model.schema, doc_ids, [c.features for c in req.candidates], vectors, found
+        )
+        for view, n in stats.missing_online.items():
+            self.telemetry.feature_misses.labels(view=view).inc(n)
+        if stats.unknown_request:
+            self.telemetry.unknown_features.inc(stats.unknown_request)
+        scores = model.score(x)
+        self._stage.labels(stage="inference").observe(time.perf_counter() - t)
+        if not np.all(np.isfinite(scores)):
+            self.telemetry.errors.labels(kind="non_finite_score").inc()
+            raise FloatingPointError(f"model {model.version} produced a non-finite score")
+        order = np.argsort(-scores, kind="stable")
+        return Scored(model, doc_ids, scores, order)
+
+    @staticmethod
+    def _ranked(scored: Scored, top_k: int | None) -> list[dict[str, Any]]:
+        order = scored.order if top_k is None else scored.order[:top_k]
+        ids, sc = scored.doc_ids, scored.scores
+        return [
+            {"doc_id": ids[i], "score": float(sc[i]), "rank": r + 1} for r, i in enumerate(order)
+        ]
+
+    # ------------------------------------------------------------ rank
+    def rank(self, req: RankRequest, request_id: str) -> RankOutcome:
+        self.check_limits(req)
+        snap = self.store.snapshot
+        decision: Decision = snap.router.decide(req.user_id, request_id)
+        if decision.interleave is not None:
+            return self._rank_interleaved(req, request_id, decision, snap.get, *decision.interleave)
+        model = snap.get(decision.version)
+        background: list[Callable[[], object]] = []
+        cached = False
+        ranked: list[dict[str, Any]] | None = None
+        key = None
+        if self.cache.enabled:
+            t = time.perf_counter()
+            key = self.cache.key(
+                model.version, req.query_id, [(c.doc_id, c.features) for c in req.candidates]
+            )
+            ranked = self.cache.get(key)
+            self._stage.labels(stage="cache").observe(time.perf_counter() - t)
+            self.telemetry.cache.labels(result="hit" if ranked is not None else "miss").inc()
+        if ranked is None:
+            scored = self._score(model, req)
+            ranked = self._ranked(scored, None)
+            if key is not None:
+                full = ranked
+                background.append(lambda: self.cache.set(key, full))
+        else:
+            cached = True
+        if req.top_k is not None:
+            ranked = ranked[: req.top_k]
+        response = RankResponse(
+            request_id=request_id,
+            model_version=model.version,
+            variant=decision.variant,
+            ranked=[RankedDoc(**r) for r in ranked],
+            cached=cached,
+        )
+        doc_order = [r["doc_id"] for r in ranked]
+        shadow_version = decision.shadow_version
+        if shadow_version is not None and shadow_version in snap.models:
+            shadow_model = snap.models[shadow_version]
+            background.append(
+                lambda: self._shadow(shadow_model, req, request_id, decision, doc_order)
+            )
+        elif self.events.enabled:
+            background.append(
+                lambda: self.events.log_impression(
+                    request_id,
+                    req.user_id,
+                    decision.variant,
+                    model.version,
+                    req.query_id,
+                    doc_order,
+                )
+            )
+        return RankOutcome(response, background)
+
+    def _shadow(
+        self,
+        shadow_model: LoadedModel,
+        req: RankRequest,
+        request_id: str,
+        decision: Decision,
+        served: list[str],
+    ) -> None:
+        """Score with the challenger after the answer went out; log both, never fail."""
+        shadow: dict[str, Any] | None
+        try:
+            scored = self._score(shadow_model, req)
+            top = [scored.doc_ids[i] for i in scored.order[: len(served)]]
+            shadow = {"version": shadow_model.version, "doc_ids": top}
+            self.telemetry.shadow.labels(version=shadow_model.version, result="ok").inc()
+        except Exception as exc:  # shadow scoring must never affect the champion
+            log.warning("shadow scoring with %s failed: %s", shadow_model.version, exc)
+            self.telemetry.shadow.labels(version=shadow_model.version, result="error").inc()
+            shadow = {"version": shadow_model.version, "error": str(exc)[:200]}
+        self.events.log_impression(
+            request_id,
+            req.user_id,
+            decision.variant,
+            decision.version,
+            req.query_id,
+            served,
+            shadow=shadow,
+        )
+
+    def _rank_interleaved(
+        self,
+        req: RankRequest,
+        request_id: str,
+        decision: Decision,
+        get: Callable[[str], LoadedModel],
+        version_a: str,
+        version_b: str,
+    ) -> RankOutcome:
+        a, b = self._score(get(version_a), req), self._score(get(version_b), req)
+        ids_a = [a.doc_ids[i] for i in a.order]
+        ids_b = [b.doc_ids[i] for i in b.order]
+        merged, team = team_draft_interleave(ids_a, ids_b, rng_seed=request_id, k=req.top_k)
+        score_a = dict(zip(a.doc_ids, a.scores.tolist(), strict=True))
+        score_b = dict(zip(b.doc_ids, b.scores.tolist(), strict=True))
+        ranked = [
+            RankedDoc(
+                doc_id=d,
+                score=float(score_b[d] if team.get(d) == "b" else score_a[d]),
+                rank=r + 1,
+            )
+            for r, d in enumerate(merged)
+        ]
+        response = RankResponse(
+            request_id=request_id,
+            model_version=f"{version_a}|{version_b}",
+            variant=decision.variant,
+            ranked=ranked,
+            cached=False,
+        )
+        background: list[Callable[[], object]] = []
+        if self.events.enabled:
+            attribution = {d: team.get(d, "none") for d in merged}
+            background.append(
+                lambda: self.events.log_impression(
+                    request_id,
+                    req.user_id,
+                    decision.variant,
+                    f"{version_a}|{version_b}",
+                    req.query_id,
+                    merged,
+                    interleave={"a": version_a, "b": version_b, "teams": attribution},
+                )
+            )
+        return RankOutcome(response, background)
+
+
+__all__ = [
+    "FeaturesUnavailable",
+    "MissingRequiredFeatures",
+    "ModelNotAvailable",
+    "RankOutcome",
+    "RankService",
+    "RequestLimitExceeded",
+]

@@ -1,0 +1,91 @@
+"""Prometheus metrics of the rank service, on a registry of its own per app instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# 0.5 ms .. 1 s: the rank path is expected in the low milliseconds.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+@dataclass
+class Telemetry:
+    registry: CollectorRegistry
+    request_latency: Histogram
+    stage_latency: Histogram
+    requests: Counter
+    cache: Counter
+    feature_misses: Counter
+    errors: Counter
+    unknown_features: Counter
+    reloads: Counter
+    shadow: Counter
+    models_loaded: Gauge
+    candidates: Histogram
+
+
+def create_telemetry() -> Telemetry:
+    reg = CollectorRegistry(auto_describe=True)
+    return Telemetry(
+        registry=reg,
+        request_latency=Histogram(
+            "ltr_request_latency_seconds",
+            "End-to-end latency of API requests",
+            ["endpoint", "model_version", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        stage_latency=Histogram(
+            "ltr_stage_latency_seconds",
+            "Latency of the stages of a rank request",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        requests=Counter(
+            "ltr_requests",
+            "Requests by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=reg,
+        ),
+        cache=Counter("ltr_cache", "Result cache lookups", ["result"], registry=reg),
+        feature_misses=Counter(
+            "ltr_feature_misses",
+            "Candidate rows whose online features were missing (default used)",
+            ["view"],
+            registry=reg,
+        ),
+        errors=Counter("ltr_errors", "Errors by kind", ["kind"], registry=reg),
+        unknown_features=Counter(
+            "ltr_unknown_request_features",
+            "Request-supplied feature names that the model's schema does not have",
+            registry=reg,
+        ),
+        reloads=Counter("ltr_model_reloads", "Model store reloads", ["result"], registry=reg),
+        shadow=Counter("ltr_shadow_scores", "Shadow scorings", ["version", "result"], registry=reg),
+        models_loaded=Gauge("ltr_models_loaded", "Model versions loaded", registry=reg),
+        candidates=Histogram(
+            "ltr_candidates_per_request",
+            "Candidates per rank request",
+            buckets=(1, 10, 25, 50, 100, 200, 500, 1000, 5000),
+            registry=reg,
+        ),
+    )
