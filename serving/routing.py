@@ -34,6 +34,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StrictInt,
     ValidationError,
     model_validator,
@@ -57,7 +58,8 @@ def _check_version(value: str) -> str:
 
 #: A model version (a folder name in the model store).
 Version = Annotated[str, AfterValidator(_check_version)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+#: Strict: a JSON number, not a string or a boolean (integers are fine).
+Percent = Annotated[float, Strict(), Field(ge=0, le=100, allow_inf_nan=False)]
 Strategy = Literal["single", "ab", "canary", "blue_green", "interleave"]
 
 
@@ -74,7 +76,7 @@ def _check_hundredths(value: float, what: str) -> None:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Variant(_Frozen):
@@ -166,7 +168,6 @@ class RoutingConfig(_Frozen):
                 f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
             ) from exc
         try:
-            # JSON mode: strict types, but arrays are tuples and integers are floats.
             return cls.model_validate_json(text)
         except ValidationError as exc:
             problems = "; ".join(

@@ -25,6 +25,9 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        for noisy in ("mlflow", "alembic", "feast"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # Each module defines ``register(app)``; modules stay light at import time.
