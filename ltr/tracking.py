@@ -7,6 +7,7 @@ any tracking URI by ``LTR_MLFLOW_TRACKING_URI`` or the config's ``tracking.track
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def configure_mlflow(tracking_uri: str | None = None, settings: Settings | None = None) -> str:
     """Point MLflow at the configured store (creating ``var/`` for the embedded default)."""
+    # No usage reporting from the training or serving machines unless asked for.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     s = settings or get_settings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import typer
 
@@ -26,6 +27,7 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         for noisy in ("mlflow", "alembic", "feast"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 

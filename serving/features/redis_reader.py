@@ -248,7 +248,7 @@ class RedisFeatureReader:
                         pipe.hget(key, view.field)  # type: ignore[arg-type]  # bytes are fine
                 replies: list[bytes | None] = pipe.execute()
                 return replies
-        except redis.RedisError as exc:
+        except (redis.RedisError, OSError) as exc:
             raise FeatureStoreUnavailable(f"Redis online store read failed: {exc}") from exc
 
     def read(self, query_id: str, doc_ids: Sequence[str]) -> FeatureReadResult:

@@ -1,4 +1,4 @@
-"""Traffic routing: stable buckets, splits, blue-green, shadow, routing.json, watcher, interleaving."""
+"""Traffic routing: buckets, splits, blue-green, shadow, routing.json, watcher, interleaving."""
 
 from __future__ import annotations
 
@@ -422,9 +422,7 @@ def test_interleaving_shows_each_document_once_and_team_sizes_differ_by_at_most_
 
 def test_interleaving_is_deterministic_given_the_seed_and_varies_between_seeds():
     a, b = [f"d{i}" for i in range(10)], [f"d{i}" for i in reversed(range(10))]
-    assert team_draft_interleave(a, b, rng_seed="r1") == team_draft_interleave(
-        a, b, rng_seed="r1"
-    )
+    assert team_draft_interleave(a, b, rng_seed="r1") == team_draft_interleave(a, b, rng_seed="r1")
     results = {tuple(team_draft_interleave(a, b, rng_seed=s)[0]) for s in SEEDS[:30]}
     assert len(results) > 5
 

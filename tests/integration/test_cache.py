@@ -1,0 +1,273 @@
+"""The rank result cache against a real Redis: round trip, TTL, keys, and a dead Redis.
+
+Redis tests use db 7 of ``LTR_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/7``) under a
+unique key prefix that is deleted afterwards (no FLUSHDB: other suites share the server),
+and skip when Redis does not answer. The recovery test starts its own ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from serving.cache import RankCache
+from serving.redis_guard import RedisGuard, fail_fast_redis
+
+REDIS_URL = os.environ.get("LTR_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+RANKED = [
+    {"doc_id": "d2", "score": 1.25, "rank": 1},
+    {"doc_id": "d1", "score": -0.5, "rank": 2},
+]
+CANDIDATES = [("d1", {"bm25": 1.0, "clicks": 3.0}), ("d2", None)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingRedis(redis.Redis):
+    """A real client that counts the commands it sends (reaching the network or not)."""
+
+    calls = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.calls += 1
+        return super().execute_command(*args, **options)
+
+
+def counting_client(port: int) -> CountingRedis:
+    return CountingRedis(
+        host="127.0.0.1",
+        port=port,
+        socket_timeout=0.05,
+        socket_connect_timeout=0.05,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@pytest.fixture
+def live() -> Iterator[redis.Redis]:
+    # 0.5 s, not 50 ms: the test machine is shared and a slow answer is not what we test.
+    client = fail_fast_redis(REDIS_URL, timeout_seconds=0.5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(live: redis.Redis) -> Iterator[str]:
+    prefix = f"test:{uuid.uuid4().hex}:cache:"
+    yield prefix
+    keys = list(live.scan_iter(match=f"{prefix}*"))
+    if keys:
+        live.delete(*keys)
+
+
+def test_the_key_is_prefix_version_and_a_sha256_hex_digest():
+    key = RankCache(None, ttl_seconds=60).key("v12", "q1", CANDIDATES)
+    head, digest = key.rsplit(":", 1)
+    assert head == "ltr:cache:v12"
+    assert len(digest) == 64 and int(digest, 16) >= 0
+
+
+def test_the_key_changes_with_everything_the_ranking_depends_on():
+    cache = RankCache(None, ttl_seconds=60)
+    base = cache.key("v12", "q1", CANDIDATES)
+    variants = [
+        cache.key("v13", "q1", CANDIDATES),
+        cache.key("v12", "q2", CANDIDATES),
+        cache.key("v12", "q1", list(reversed(CANDIDATES))),  # candidate order matters
+        cache.key("v12", "q1", [("d1", {"bm25": 1.5, "clicks": 3.0}), ("d2", None)]),
+        cache.key("v12", "q1", [("d1", {"bm25": 1.0}), ("d2", None)]),
+        cache.key("v12", "q1", [("d1", {"bm25": 1.0, "clicks": 3.0}), ("d2", {})]),
+        cache.key("v12", "q1", [("d1", {"bm25": 1.0, "clicks": 3.0})]),
+        cache.key("v12", "q1", [("d1", {"bm25": 1.0, "clicks": 3.0}), ("d3", None)]),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_the_key_ignores_feature_dict_order_and_int_versus_float():
+    cache = RankCache(None, ttl_seconds=60)
+    base = cache.key("v12", "q1", CANDIDATES)
+    assert cache.key("v12", "q1", [("d1", {"clicks": 3.0, "bm25": 1.0}), ("d2", None)]) == base
+    assert cache.key("v12", "q1", [("d1", {"bm25": 1, "clicks": 3}), ("d2", None)]) == base
+
+
+def test_the_key_does_not_confuse_field_boundaries():
+    cache = RankCache(None, ttl_seconds=60)
+    assert cache.key("v1", "2:q", []) != cache.key("v1:2", "q", [])
+    assert cache.key("v1", "q", [("a,b", None)]) != cache.key("v1", "q", [("a", None), ("b", None)])
+
+
+def test_without_a_client_the_cache_is_disabled_and_always_misses():
+    cache = RankCache(None, ttl_seconds=60)
+    cache.set("k", RANKED)
+    assert cache.get("k") is None
+    assert (cache.enabled, cache.hits, cache.misses, dict(cache.errors)) == (False, 0, 1, {})
+
+
+@pytest.mark.integration
+def test_a_stored_ranking_comes_back_unchanged_and_counts_a_hit(live, prefix):
+    cache = RankCache(live, ttl_seconds=60, prefix=prefix)
+    key = cache.key("v12", "q1", CANDIDATES)
+    assert cache.get(key) is None
+    cache.set(key, RANKED)
+    assert cache.get(key) == RANKED
+    assert (cache.hits, cache.misses, cache.sets) == (1, 1, 1)
+    assert dict(cache.errors) == {}
+
+
+@pytest.mark.integration
+def test_stored_entries_carry_the_ttl(live, prefix):
+    cache = RankCache(live, ttl_seconds=42, prefix=prefix)
+    key = cache.key("v12", "q1", CANDIDATES)
+    cache.set(key, RANKED)
+    assert 0 < live.ttl(key) <= 42
+
+
+@pytest.mark.integration
+def test_a_corrupt_entry_is_a_counted_miss_and_does_not_trip_the_breaker(live, prefix):
+    cache = RankCache(live, ttl_seconds=60, prefix=prefix, guard=RedisGuard(failure_threshold=1))
+    live.set(f"{prefix}bad", b"\xff not json")
+    live.set(f"{prefix}obj", b'{"a": 1}')
+    assert cache.get(f"{prefix}bad") is None
+    assert cache.get(f"{prefix}obj") is None
+    assert cache.errors["DecodeError"] == 2
+    assert not cache.guard.is_open
+
+
+@pytest.mark.integration
+def test_a_redis_response_error_is_swallowed_and_counted(live, prefix):
+    cache = RankCache(live, ttl_seconds=60, prefix=prefix)
+    live.rpush(f"{prefix}list", "x")  # GET on a list answers WRONGTYPE
+    assert cache.get(f"{prefix}list") is None
+    assert cache.errors["ResponseError"] == 1
+
+
+def test_a_ranking_that_is_not_json_is_not_cached_and_not_raised():
+    client = counting_client(1)
+    cache = RankCache(client, ttl_seconds=60)
+    cache.set("k", [{"doc_id": "d1", "score": float("nan"), "rank": 1}])
+    assert cache.errors["EncodeError"] == 1 and client.calls == 0
+
+
+def test_a_dead_redis_never_raises_counts_errors_and_the_breaker_stops_calling_it():
+    client = counting_client(1)  # nothing listens on port 1
+    clock = FakeClock()
+    guard = RedisGuard(failure_threshold=3, cooldown_seconds=1.0, clock=clock)
+    cache = RankCache(client, ttl_seconds=60, guard=guard)
+    started = time.perf_counter()
+    for i in range(10):
+        assert cache.get(f"k{i}") is None
+        cache.set(f"k{i}", RANKED)
+    assert time.perf_counter() - started < 1.0
+    assert client.calls == 3  # then the circuit opened
+    assert cache.errors == {"ConnectionError": 3}
+    assert (cache.misses, cache.hits, guard.skipped, guard.opened) == (10, 0, 17, 1)
+    assert guard.is_open
+    clock.now += 0.5
+    assert cache.get("k") is None and client.calls == 3  # still cooling down
+    clock.now += 0.5
+    assert cache.get("k") is None and client.calls == 4  # one probe, which fails ...
+    assert cache.get("k") is None and client.calls == 4  # ... and re-opens the circuit
+    assert cache.errors == {"ConnectionError": 4} and guard.is_open
+
+
+# -- recovery: a Redis of our own that we stop and start again --------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    probe = redis.Redis(port=port, socket_timeout=0.2, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            probe.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.skip("could not start a private redis-server")
+            time.sleep(0.02)
+    probe.close()
+    return proc
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[dict[str, Any]]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server: dict[str, Any] = {"port": free_port()}
+    server["proc"] = start_redis(server["port"])
+    yield server
+    if server["proc"].poll() is None:
+        stop_redis(server["proc"])
+
+
+@pytest.mark.integration
+def test_the_cache_recovers_by_itself_when_redis_comes_back(own_redis):
+    client = counting_client(own_redis["port"])
+    clock = FakeClock()
+    cache = RankCache(
+        client,
+        ttl_seconds=60,
+        guard=RedisGuard(failure_threshold=2, cooldown_seconds=1.0, clock=clock),
+    )
+    cache.set("k", RANKED)
+    assert cache.get("k") == RANKED
+
+    stop_redis(own_redis["proc"])
+    for _ in range(5):
+        assert cache.get("k") is None
+    assert cache.guard.is_open and sum(cache.errors.values()) == 2
+
+    own_redis["proc"] = start_redis(own_redis["port"])  # empty again: no persistence
+    assert cache.get("k") is None and cache.guard.is_open  # still cooling down
+    clock.now += 1.0
+    cache.set("k", RANKED)  # the probe succeeds and closes the circuit
+    assert not cache.guard.is_open
+    assert cache.get("k") == RANKED
+    assert sum(cache.errors.values()) == 2
