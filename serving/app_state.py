@@ -13,6 +13,7 @@ import redis
 from serving.cache import RankCache
 from serving.events import EventLog
 from serving.model_store import LoadedModel, ModelStore
+from serving.redis_guard import fail_fast_redis
 from serving.service import FeatureReader, RankService
 from serving.settings import ServingSettings
 from serving.telemetry import Telemetry, create_telemetry
@@ -30,14 +31,7 @@ DEFAULT_JOIN_KEYS: dict[str, tuple[str, ...]] = {
 def redis_client(settings: ServingSettings) -> redis.Redis | None:
     if not settings.redis_url:
         return None
-    timeout = settings.redis_timeout_ms / 1000.0
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry_on_timeout=False,
-        health_check_interval=0,
-    )
+    return fail_fast_redis(settings.redis_url, timeout_seconds=settings.redis_timeout_ms / 1000.0)
 
 
 @dataclass

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed (chunked) body passes the limit.
+
+    It is an ``HTTPException`` on purpose: FastAPI's body parsing re-raises those and turns
+    any other exception into a 400 "error parsing the body", so this one is answered 413.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _too_large(None, max_bytes))
+
+
+def _too_large(declared: int | None, max_bytes: int) -> str:
+    """The 413 detail; ``declared`` is the Content-Length, None for a streamed body."""
+    size = f"{declared} bytes >" if declared is not None else "more than"
+    return f"request body too large: {size} {max_bytes} bytes (LTR_MAX_BODY_BYTES)"
 
 
 class BodySizeLimit:
@@ -16,13 +30,8 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send, size: str) -> None:
-        body = json.dumps(
-            {
-                "detail": f"request body too large: {size} bytes > {self.max_bytes} "
-                "(LTR_MAX_BODY_BYTES)"
-            }
-        ).encode()
+    async def _reject(self, send: Send, declared: int | None) -> None:
+        body = json.dumps({"detail": _too_large(declared, self.max_bytes)}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -46,7 +55,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await self._reject(send, str(declared))
+                    await self._reject(send, declared)
                     return
         received = 0
         started = False
@@ -57,7 +66,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -70,4 +79,4 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send, f"more than {received - 1}")
+                await self._reject(send, None)

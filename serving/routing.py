@@ -10,7 +10,8 @@ proportions but are not sticky. The file is re-read without a restart by
 Strategies (``strategy``): ``single`` serves ``production``; ``ab`` and ``canary`` split users
 by ``variants`` weights (percentages summing to 100, multiples of 0.01); ``blue_green``
 serves the live colour; ``interleave`` team-draft interleaves ``interleave.a`` and
-``interleave.b`` for ``interleave.percent`` of users and serves ``production`` to the rest.
+``interleave.b`` for ``interleave.percent`` of users and serves ``production`` to the rest
+(the interleaving itself is in :mod:`serving.interleaving`, re-exported here).
 ``shadow`` (any strategy) scores a sample of users with a challenger that never answers.
 
 Growing a variant only moves users into it when the variant order stays fixed and the
@@ -23,11 +24,10 @@ import hashlib
 import json
 import logging
 import os
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Self, TypedDict
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from serving.errors import RoutingConfigError
+from serving.interleaving import InterleaveCredit, interleave_credit, team_draft_interleave
 
 logger = logging.getLogger(__name__)
 
@@ -257,81 +258,6 @@ class Router:
         return Decision(variant, version, shadow_version, interleave)
 
 
-class InterleaveCredit(TypedDict):
-    a: int
-    b: int
-    winner: Literal["a", "b", "tie"]
-
-
-def _seeded_rng(rng_seed: str) -> random.Random:
-    digest = hashlib.sha256(rng_seed.encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-def team_draft_interleave(
-    ranking_a: list[str], ranking_b: list[str], *, rng_seed: str, k: int | None = None
-) -> tuple[list[str], dict[str, str]]:
-    """Team-Draft interleaving (Radlinski, Kurup & Joachims, CIKM 2008).
-
-    The team with fewer picks picks next; on a tie a coin flip decides; a team picks its
-    highest-ranked document not yet shown. Stops when one ranking has no unshown document
-    left (or after ``k`` documents). Documents only the other ranking still has are appended
-    *without* a team, so they earn no credit (with two rankings of the same candidates there
-    are none). Coin flips come from ``random.Random`` seeded by SHA-256 of ``rng_seed`` (use
-    the request id), so the result can be recomputed. Returns the interleaved doc ids and
-    ``{doc_id: "a" | "b"}`` for the attributed ones.
-    """
-    limit = k if k is not None else len(set(ranking_a) | set(ranking_b))
-    rng = _seeded_rng(rng_seed)
-    shown: list[str] = []
-    team: dict[str, str] = {}
-    placed: set[str] = set()
-    pos = {"a": 0, "b": 0}
-    lists = {"a": ranking_a, "b": ranking_b}
-    size = {"a": 0, "b": 0}
-
-    def next_unplaced(side: str) -> str | None:
-        ranking = lists[side]
-        while pos[side] < len(ranking) and ranking[pos[side]] in placed:
-            pos[side] += 1
-        return ranking[pos[side]] if pos[side] < len(ranking) else None
-
-    while len(shown) < limit:
-        if next_unplaced("a") is None or next_unplaced("b") is None:
-            break
-        if size["a"] < size["b"]:
-            side = "a"
-        elif size["b"] < size["a"]:
-            side = "b"
-        else:
-            side = "a" if rng.random() < 0.5 else "b"
-        doc = next_unplaced(side)
-        if doc is None:  # unreachable: both sides were checked above
-            break
-        shown.append(doc)
-        placed.add(doc)
-        team[doc] = side
-        size[side] += 1
-    for doc in (*ranking_a, *ranking_b):
-        if len(shown) >= limit:
-            break
-        if doc not in placed:
-            shown.append(doc)
-            placed.add(doc)
-    return shown, team
-
-
-def interleave_credit(
-    attribution: dict[str, str], clicked_doc_ids: list[str] | set[str]
-) -> InterleaveCredit:
-    """Clicks per team (each clicked document counted once; unattributed clicks ignored)."""
-    clicked = set(clicked_doc_ids)
-    a = sum(1 for doc in clicked if attribution.get(doc) == "a")
-    b = sum(1 for doc in clicked if attribution.get(doc) == "b")
-    winner: Literal["a", "b", "tie"] = "a" if a > b else "b" if b > a else "tie"
-    return {"a": a, "b": b, "winner": winner}
-
-
 class RoutingWatcher:
     """Holds the current config and router; :meth:`poll` reloads the file when it changed.
 
@@ -413,3 +339,16 @@ class RoutingWatcher:
             sorted(config.referenced_versions()),
         )
         return True
+
+
+__all__ = [
+    "BUCKETS",
+    "Decision",
+    "InterleaveCredit",
+    "Router",
+    "RoutingConfig",
+    "RoutingWatcher",
+    "interleave_credit",
+    "stable_bucket",
+    "team_draft_interleave",
+]

@@ -5,10 +5,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+#: The largest finite float32: the model's input is float32, so a larger value would become inf.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _fits_float32(value: float) -> float:
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"feature values must lie within float32 range (|x| <= {FLOAT32_MAX:.4g})")
+    return value
+
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_fits_float32)]
 HARD_MAX_CANDIDATES = 100_000
 HARD_MAX_BATCH = 1000
 

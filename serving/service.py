@@ -18,6 +18,7 @@ from serving.cache import RankCache
 from serving.events import EventLog
 from serving.features.schema import MissingRequiredFeatures, assemble
 from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore
+from serving.redis_guard import RedisGuard
 from serving.routing import Decision, team_draft_interleave
 from serving.schemas import RankedDoc, RankRequest, RankResponse
 from serving.settings import ServingSettings
@@ -76,6 +77,9 @@ class RankService:
         self.telemetry = telemetry
         self.reader_for = reader_for
         self._stage = telemetry.stage_latency
+        # Skips the feature store for a short cool-down after repeated failures, so a dead
+        # Redis costs one timeout per cool-down instead of one per request.
+        self.feature_guard = RedisGuard(name="online-features")
 
     # ------------------------------------------------------------ checks
     def check_limits(self, req: RankRequest) -> None:
@@ -105,14 +109,21 @@ class RankService:
                     f"model {model.version} needs online features "
                     f"({', '.join(model.schema.view_names)}) but no online store is configured"
                 )
+            if not self.feature_guard.allow():
+                self.telemetry.errors.labels(kind="feature_store").inc()
+                raise FeaturesUnavailable(
+                    "online feature store unavailable (recent errors; retrying shortly)"
+                )
             t = time.perf_counter()
             try:
                 result = reader.read(req.query_id, doc_ids)
             except Exception as exc:
+                self.feature_guard.record_failure(exc)
                 self.telemetry.errors.labels(kind="feature_store").inc()
                 raise FeaturesUnavailable(f"online feature store unavailable: {exc}") from None
             finally:
                 self._stage.labels(stage="features").observe(time.perf_counter() - t)
+            self.feature_guard.record_success()
             vectors, found = result.vectors, result.found
         t = time.perf_counter()
         x, stats = assemble(

@@ -125,7 +125,9 @@ def test_redis_key_is_byte_identical_to_feasts_redis_key(feast_ref, join_keys):
         values += ["x"] * (len(join_keys) - len(values))
         project = projects[i % len(projects)]
         expected = feast_ref.redis_key(
-            project, feast_entity_key(feast_ref, join_keys, values), entity_key_serialization_version=3
+            project,
+            feast_entity_key(feast_ref, join_keys, values),
+            entity_key_serialization_version=3,
         )
         assert redis_key(project, join_keys, values, 3) == expected
 
@@ -224,14 +226,18 @@ def test_keys_and_fields_are_exactly_what_feasts_redis_store_writes(feast_ref, r
                 rows.append((feast_entity_key(feast_ref, join_keys, values), {"features": proto}))
             store.online_write_batch(config, view, [(ek, v, when, None) for ek, v in rows], None)
             for ek, stored in rows:
-                key = redis_key(project, list(ek.join_keys), [v.string_val for v in ek.entity_values], 3)
+                key = redis_key(
+                    project, list(ek.join_keys), [v.string_val for v in ek.entity_values], 3
+                )
                 fields = set(redis_db6.hkeys(key))
                 assert fields == {field_hash(name, "features"), timestamp_field(name)}
                 raw = redis_db6.hget(key, field_hash(name, "features"))
                 assert raw == stored["features"].SerializeToString()
                 decoded = decode_float_list(raw)
                 assert decoded is not None
-                assert np.array_equal(decoded, np.asarray(stored["features"].float_list_val.val, np.float32))
+                assert np.array_equal(
+                    decoded, np.asarray(stored["features"].float_list_val.val, np.float32)
+                )
     finally:
         keys = list(redis_db6.scan_iter(match=f"*{project}".encode(), count=1000))
         if keys:
@@ -291,7 +297,9 @@ def test_non_canonical_encodings_decode_as_protobuf_parses_them(feast_ref):
         decoded = decode_float_list(raw)
         if expected_proto.WhichOneof("val") == "float_list_val":
             assert decoded is not None
-            assert np.array_equal(decoded, np.asarray(expected_proto.float_list_val.val, np.float32))
+            assert np.array_equal(
+                decoded, np.asarray(expected_proto.float_list_val.val, np.float32)
+            )
         else:
             assert decoded is None
 

@@ -223,7 +223,9 @@ def assert_same_as_feast(result: FeatureReadResult, expected) -> None:
         assert np.array_equal(result.found[name], found), name
         assert np.array_equal(result.vectors[name], vectors, equal_nan=True), name
         # float32-exact, sign of zero included
-        assert np.array_equal(result.vectors[name][found].view(np.uint32), vectors[found].view(np.uint32))
+        assert np.array_equal(
+            result.vectors[name][found].view(np.uint32), vectors[found].view(np.uint32)
+        )
         missing += int((~found).sum())
     assert result.missing == missing
     assert result.invalid == 0
@@ -237,7 +239,9 @@ def reader(client: redis.Redis, env: FeastEnv, mode: str, views=VIEWS) -> RedisF
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_reader_returns_exactly_what_feast_get_online_features_returns(feast_redis, redis_client, mode):
+def test_reader_returns_exactly_what_feast_get_online_features_returns(
+    feast_redis, redis_client, mode
+):
     expected = feast_expected(feast_redis, QUERY, feast_redis.docs)
     result = reader(redis_client, feast_redis, mode).read(QUERY, feast_redis.docs)
     assert_same_as_feast(result, expected)
@@ -278,9 +282,9 @@ def test_a_query_level_view_is_broadcast_to_every_candidate(feast_redis, redis_c
 
 @pytest.mark.parametrize("mode", MODES)
 def test_no_candidates_read_nothing(redis_client, mode):
-    result = RedisFeatureReader(
-        redis_client, "unused", key_version=3, views=VIEWS, mode=mode
-    ).read(QUERY, [])
+    result = RedisFeatureReader(redis_client, "unused", key_version=3, views=VIEWS, mode=mode).read(
+        QUERY, []
+    )
     assert result.vectors["query_doc_features"].shape == (0, QD_DIM)
     assert result.found["doc_features"].shape == (0,)
     assert result.missing == 0
@@ -294,7 +298,9 @@ def test_a_value_of_the_wrong_dimension_is_counted_invalid_not_raised(
     wrong = float_list_header(DOC_DIM + 1) + np.zeros(DOC_DIM + 1, np.float32).tobytes()
     redis_client.hset(key, field_hash("doc_features", "features"), wrong)
     try:
-        result = reader(redis_client, feast_redis, mode).read(QUERY, ["bad-doc", feast_redis.docs[0]])
+        result = reader(redis_client, feast_redis, mode).read(
+            QUERY, ["bad-doc", feast_redis.docs[0]]
+        )
     finally:
         redis_client.delete(key)
     assert result.found["doc_features"].tolist() == [False, True]
@@ -320,7 +326,9 @@ def test_sdk_reader_on_the_redis_store_equals_the_redis_reader(feast_redis, redi
         assert got.missing == want.missing
 
 
-def test_sdk_reader_on_embedded_sqlite_returns_the_same_values(feast_sqlite, feast_redis, redis_client):
+def test_sdk_reader_on_embedded_sqlite_returns_the_same_values(
+    feast_sqlite, feast_redis, redis_client
+):
     from serving.features.sdk_reader import SdkFeatureReader
 
     sdk = SdkFeatureReader(feast_sqlite.repo, VIEWS)  # from the repository path
@@ -374,7 +382,9 @@ def test_a_client_with_retry_backoff_is_accepted_with_a_warning(caplog):
 
 def test_a_client_decoding_responses_is_refused():
     with pytest.raises(ValueError, match="decode_responses"):
-        RedisFeatureReader(redis.Redis(port=1, decode_responses=True), "ltr", key_version=3, views=VIEWS)
+        RedisFeatureReader(
+            redis.Redis(port=1, decode_responses=True), "ltr", key_version=3, views=VIEWS
+        )
 
 
 def test_view_specs_are_validated():

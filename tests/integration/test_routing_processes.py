@@ -90,7 +90,7 @@ def test_the_serving_modules_import_without_heavy_libraries():
     code = (
         "import json, sys\n"
         "import serving.routing, serving.cache, serving.events, serving.errors,"
-        " serving.redis_guard\n"
+        " serving.redis_guard, serving.interleaving\n"
         "heavy = ('torch', 'feast', 'mlflow', 'lightgbm', 'great_expectations', 'airflow')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )

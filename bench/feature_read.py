@@ -1,0 +1,263 @@
+"""Online feature read: ``RedisFeatureReader`` next to ``FeatureStore.get_online_features``.
+
+    python -m bench.feature_read [--redis HOST:PORT,db=N] [--candidates 100] [--rounds 20]
+
+Builds a temporary Feast repository (views ``query_doc_features`` and ``doc_features``, one
+``Array(Float32)`` field each, Redis online store), writes one query's candidates with
+``FeatureStore.write_to_online_store``, checks that the direct reader returns values identical
+to Feast's on the same keys, then times both in interleaved rounds on the same keys and
+prints p50/p99 and the speed-up (DESIGN target: >= 10x). Variants: 46 features (40 + 6) and
+136 features (130 + 6). The bench's keys are removed from Redis afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.features.redis_reader import (
+    FeatureReadResult,
+    FeatureViewSpec,
+    RedisFeatureReader,
+    redis_client_from_connection_string,
+)
+
+QUERY = "q-bench"
+BASELINE = "FeatureStore.get_online_features().to_dict()"
+VARIANTS = {"46": (40, 6), "136": (130, 6)}
+MISSING_EVERY = 20  # every 20th candidate has no query-doc row, like a real request
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}; {usable} usable cores ({os.cpu_count()} online); {platform.platform()}"
+
+
+def import_seconds(module: str) -> float:
+    """Cold import time of ``module`` in a fresh interpreter."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def build_store(root: Path, project: str, redis_conn: str, dims: tuple[int, int], docs: list[str]):
+    """Apply a two-view repository and write the candidates; returns the FeatureStore."""
+    import pandas as pd
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Array, Float32
+
+    root.mkdir(parents=True)
+    (root / "feature_store.yaml").write_text(
+        f"project: {project}\nregistry: {root / 'registry.db'}\nprovider: local\n"
+        f'online_store:\n  type: redis\n  connection_string: "{redis_conn}"\n'
+        "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
+    )
+    rng = np.random.default_rng(0)
+    when = datetime.now(UTC)
+    qd_docs = [d for i, d in enumerate(docs) if i % MISSING_EVERY != MISSING_EVERY - 1]
+    frames = {
+        "query_doc_features": pd.DataFrame(
+            {
+                "query_id": QUERY,
+                "doc_id": qd_docs,
+                "features": list(rng.standard_normal((len(qd_docs), dims[0]), np.float32)),
+                "event_timestamp": when,
+            }
+        ),
+        "doc_features": pd.DataFrame(
+            {
+                "doc_id": docs,
+                "features": list(rng.standard_normal((len(docs), dims[1]), np.float32)),
+                "event_timestamp": when,
+            }
+        ),
+    }
+    for frame in frames.values():
+        frame["features"] = frame["features"].map(lambda a: a.tolist())
+    query = Entity(name="query", join_keys=["query_id"], value_type=ValueType.STRING)
+    document = Entity(name="document", join_keys=["doc_id"], value_type=ValueType.STRING)
+    entities = {"query_doc_features": [query, document], "doc_features": [document]}
+    objects: list[Any] = [query, document]
+    for name, frame in frames.items():
+        frame.to_parquet(root / f"{name}.parquet")
+        source = FileSource(
+            name=f"{name}_source",
+            path=str(root / f"{name}.parquet"),
+            timestamp_field="event_timestamp",
+        )
+        objects.append(
+            FeatureView(
+                name=name,
+                entities=entities[name],
+                schema=[Field(name="features", dtype=Array(Float32))],
+                source=source,
+                ttl=timedelta(0),
+            )
+        )
+    store = FeatureStore(repo_path=str(root))
+    store.apply(objects)
+    for name, frame in frames.items():
+        store.write_to_online_store(name, frame)
+    return store
+
+
+def feast_arrays(response: dict[str, list[Any]], views: list[FeatureViewSpec]):
+    out = {}
+    for view in views:
+        column = response[f"{view.name}__{view.field}"]
+        found = np.array([v is not None for v in column])
+        rows = [v if v is not None else [np.nan] * view.dim for v in column]
+        out[view.name] = (np.asarray(rows, dtype=np.float32), found)
+    return out
+
+
+def check_identical(result: FeatureReadResult, expected: dict[str, Any]) -> None:
+    for name, (vectors, found) in expected.items():
+        if not (
+            np.array_equal(result.found[name], found)
+            and np.array_equal(result.vectors[name], vectors, equal_nan=True)
+        ):
+            raise SystemExit(f"values differ from Feast's in view {name}: not benchmarking")
+
+
+def time_rounds(methods: dict[str, Callable[[], object]], rounds: int, per_round: dict[str, int]):
+    """Interleave the methods round by round so that machine noise hits all of them."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            for _ in range(per_round[name]):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: np.asarray(t) * 1e3 for name, t in times.items()}
+
+
+def run_variant(
+    client: Any, redis_conn: str, root: Path, dims: tuple[int, int], docs: list[str], rounds: int
+) -> dict[str, np.ndarray]:
+    """Build, check and time one variant; its keys are removed from Redis afterwards."""
+    from serving.features.sdk_reader import SdkFeatureReader
+
+    project = f"ltrbench_{uuid.uuid4().hex[:8]}"
+    try:
+        store = build_store(root, project, redis_conn, dims, docs)
+        views = [
+            FeatureViewSpec("query_doc_features", ("query_id", "doc_id"), dims[0]),
+            FeatureViewSpec("doc_features", ("doc_id",), dims[1]),
+        ]
+        refs = [f"{v.name}:{v.field}" for v in views]
+        rows = [{"query_id": QUERY, "doc_id": d} for d in docs]
+        lua = RedisFeatureReader(client, project, key_version=3, views=views, mode="lua")
+        pipe = RedisFeatureReader(client, project, key_version=3, views=views, mode="pipeline")
+        sdk = SdkFeatureReader(store, views)
+
+        def feast_sdk() -> dict[str, Any]:
+            response = store.get_online_features(
+                features=refs, entity_rows=rows, full_feature_names=True
+            )
+            return dict(response.to_dict())
+
+        expected = feast_arrays(feast_sdk(), views)
+        for reader in (lua, pipe, sdk):
+            check_identical(reader.read(QUERY, docs), expected)
+        methods: dict[str, Callable[[], object]] = {
+            BASELINE: feast_sdk,
+            "SdkFeatureReader.read (Feast + arrays)": lambda: sdk.read(QUERY, docs),
+            "RedisFeatureReader.read, pipeline": lambda: pipe.read(QUERY, docs),
+            "RedisFeatureReader.read, lua (default)": lambda: lua.read(QUERY, docs),
+        }
+        # Feast is ~10x slower: fewer calls per round keep the run short.
+        per_round = dict(zip(methods, [10, 10, 50, 50], strict=True))
+        for fn in methods.values():  # warm-up
+            for _ in range(3):
+                fn()
+        return time_rounds(methods, rounds, per_round)
+    finally:
+        keys = list(client.scan_iter(match=f"*{project}".encode(), count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--redis",
+        default=os.environ.get("LTR_BENCH_REDIS", "127.0.0.1:6379,db=6"),
+        help="Feast-style connection string of the Redis to use (its keys are removed after)",
+    )
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds per variant")
+    ap.add_argument("--variants", default="46,136", help=f"comma list of {sorted(VARIANTS)}")
+    args = ap.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; valid: {sorted(VARIANTS)}")
+
+    client = redis_client_from_connection_string(
+        args.redis, socket_timeout=2, socket_connect_timeout=2
+    )
+    info = client.info("server")
+    import redis
+
+    print(f"date      {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
+    print(f"machine   {machine()}")
+    print(f"python    {platform.python_version()}, redis-py {redis.__version__}", end="")
+    print(f", Redis server {info['redis_version']} at {args.redis}")
+    reader_import = import_seconds("serving.features.redis_reader")
+    start = time.perf_counter()
+    import feast
+
+    feast_import = time.perf_counter() - start
+    print(
+        f"feast     {feast.__version__}; import: feast {feast_import:.1f} s (warm disk), ", end=""
+    )
+    print(f"serving.features.redis_reader {reader_import * 1e3:.0f} ms (fresh interpreter)")
+    print(
+        f"request   1 query x {args.candidates} candidates; every {MISSING_EVERY}th has no ", end=""
+    )
+    print("query-doc row; timings in ms over interleaved rounds\n")
+
+    docs = [f"doc-{i:06d}" for i in range(args.candidates)]
+    header = (
+        f"{'features':>11}  {'method':<44}{'p50':>8}{'p99':>8}{'calls':>7}  {'speed-up p50 / p99'}"
+    )
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory(prefix="ltr-bench-feast-") as tmp:
+        for variant in variants:
+            dims = VARIANTS[variant]
+            ms = run_variant(client, args.redis, Path(tmp) / variant, dims, docs, args.rounds)
+            base = ms[BASELINE]
+            base_p50, base_p99 = np.percentile(base, 50), np.percentile(base, 99)
+            label = f"{variant} ({dims[0]}+{dims[1]})"
+            for name, t in ms.items():
+                p50, p99 = np.percentile(t, 50), np.percentile(t, 99)
+                speed = "" if t is base else f"{base_p50 / p50:5.1f}x / {base_p99 / p99:5.1f}x"
+                print(f"{label:>11}  {name:<44}{p50:8.3f}{p99:8.3f}{len(t):7d}  {speed}")
+            print(f"{'':>11}  values identical to Feast's for all readers (checked before timing)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
