@@ -39,6 +39,19 @@ class RequestLimitExceeded(ValueError):
         self.status = status
 
 
+class NonFiniteScore(FloatingPointError):
+    """The model produced a non-finite score.
+
+    ``caused_by_request`` is True when the request supplied feature values for the affected
+    documents (extreme values drove the model out of range: a 422), False when the model
+    misbehaves on stored or default features (a 500).
+    """
+
+    def __init__(self, message: str, *, caused_by_request: bool) -> None:
+        super().__init__(message)
+        self.caused_by_request = caused_by_request
+
+
 class FeatureReader(Protocol):
     def read(self, query_id: str, doc_ids: Sequence[str]) -> Any: ...
 
@@ -131,13 +144,26 @@ class RankService:
         )
         for view, n in stats.missing_online.items():
             self.telemetry.feature_misses.labels(view=view).inc(n)
+        if stats.missing_request:
+            self.telemetry.feature_misses.labels(view="request").inc(stats.missing_request)
         if stats.unknown_request:
             self.telemetry.unknown_features.inc(stats.unknown_request)
         scores = model.score(x)
         self._stage.labels(stage="inference").observe(time.perf_counter() - t)
         if not np.all(np.isfinite(scores)):
             self.telemetry.errors.labels(kind="non_finite_score").inc()
-            raise FloatingPointError(f"model {model.version} produced a non-finite score")
+            bad = np.flatnonzero(~np.isfinite(scores))
+            supplied = [int(i) for i in bad if req.candidates[int(i)].features]
+            if supplied:
+                i = supplied[0]
+                raise NonFiniteScore(
+                    f"model {model.version} produced a non-finite score for candidates[{i}] "
+                    f"(doc_id {doc_ids[i]!r}): its feature values are out of the model's range",
+                    caused_by_request=True,
+                )
+            raise NonFiniteScore(
+                f"model {model.version} produced a non-finite score", caused_by_request=False
+            )
         order = np.argsort(-scores, kind="stable")
         return Scored(model, doc_ids, scores, order)
 
@@ -286,6 +312,7 @@ __all__ = [
     "FeaturesUnavailable",
     "MissingRequiredFeatures",
     "ModelNotAvailable",
+    "NonFiniteScore",
     "RankOutcome",
     "RankService",
     "RequestLimitExceeded",

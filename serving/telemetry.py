@@ -69,7 +69,8 @@ def create_telemetry() -> Telemetry:
         cache=Counter("ltr_cache", "Result cache lookups", ["result"], registry=reg),
         feature_misses=Counter(
             "ltr_feature_misses",
-            "Candidate rows whose online features were missing (default used)",
+            "Missing features replaced by their defaults: candidate rows per feature view, "
+            'and values of request-sourced features (view="request")',
             ["view"],
             registry=reg,
         ),

@@ -35,6 +35,7 @@ def _root(
 # Each module defines ``register(app)``; modules stay light at import time.
 _COMMAND_MODULES = (
     "ltr.cli.data",
+    "ltr.cli.features",
     "ltr.cli.evaluate",
     "ltr.cli.train",
     "ltr.cli.experiments",

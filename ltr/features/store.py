@@ -36,6 +36,7 @@ from ltr.features.definitions import (
     SQLITE_FILE,
     VIEW_JOIN_KEYS,
 )
+from ltr.features.offline_store import OFFLINE_STORE_TYPE
 from ltr.settings import Settings, get_settings
 from ltr.utils.io import atomic_open
 
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 #: the Python files of feature_repo/, imported in this order (later ones import earlier ones)
 _REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_DESCRIPTION = "Learning-to-rank features (query-document and document-only vectors)"
 
 
 # ------------------------------------------------------------------------------ paths
@@ -128,7 +130,9 @@ def _config_dict(settings: Settings, *, redact: bool = False) -> dict[str, Any]:
             "cache_ttl_seconds": 60,
         },
         "online_store": online,
-        "offline_store": {"type": "file"},
+        # Feast's Dask file store, with materialization reads done by PyArrow (much faster
+        # on array columns; see ltr.features.offline_store)
+        "offline_store": {"type": OFFLINE_STORE_TYPE},
         "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
     }
 
@@ -183,13 +187,13 @@ def load_repo_contents(settings: Settings | None = None) -> RepoContents:
 
     Each call imports the files afresh, so objects reflect the current files and settings.
     """
-    from feast import Entity, FeatureService, FeatureView, FileSource
+    from feast import Entity, FeatureService, FeatureView, FileSource, Project
     from feast.repo_contents import RepoContents
 
     settings = settings or get_settings()
     repo = feature_repo_path(settings)
     contents = RepoContents(
-        projects=[],
+        projects=[Project(name=settings.feast_project, description=PROJECT_DESCRIPTION)],
         data_sources=[],
         feature_views=[],
         on_demand_feature_views=[],
@@ -233,6 +237,7 @@ def apply(settings: Settings | None = None) -> dict[str, Any]:
     Also writes the resolved configuration to ``<LTR_HOME>/feast/feature_store.yaml`` so the
     ``feast`` CLI can be pointed at the same store (``feast -c feature_repo -f ...``).
     """
+    from feast.feature_view import DUMMY_ENTITY_NAME
     from feast.repo_operations import extract_objects_for_apply_delete
 
     settings = settings or get_settings()
@@ -246,7 +251,10 @@ def apply(settings: Settings | None = None) -> dict[str, Any]:
         _, to_delete, _, _ = extract_objects_for_apply_delete(
             settings.feast_project, store.registry, contents
         )
+        # Feast's placeholder entity (for entityless views) is managed by Feast itself.
+        to_delete = [o for o in to_delete if o.name != DUMMY_ENTITY_NAME]
         to_apply: list[Any] = [
+            *contents.projects,
             *contents.entities,
             *contents.data_sources,
             *contents.feature_views,
@@ -324,6 +332,11 @@ def materialize(
     unknown = sorted(set(names) - set(OFFLINE_FILES))
     if unknown:
         raise ValueError(f"unknown feature view(s) {unknown}; valid: {sorted(OFFLINE_FILES)}")
+    data = offline_dir(settings)
+    empty = [v for v in names if not any((data / OFFLINE_FILES[v]).glob("*.parquet"))]
+    if len(empty) == len(names):
+        raise ValueError(f"nothing to materialize: no data under {data} (run `ltr data ingest`)")
+    names = [v for v in names if v not in empty]
     rows = {view: _rows_in_window(settings, view, start, end) for view in names}
     store = get_feature_store(settings)
     started = time.perf_counter()
@@ -337,6 +350,7 @@ def materialize(
         "end": end.isoformat(),
         "rows": rows,
         "total_rows": total,
+        "skipped_views_without_data": empty,
         "seconds": round(seconds, 3),
         "rows_per_second": round(total / seconds, 1) if seconds > 0 else None,
     }

@@ -214,6 +214,10 @@ class RedisFeatureReader:
     def views(self) -> tuple[FeatureViewSpec, ...]:
         return tuple(v.spec for v in self._views)
 
+    @property
+    def mode(self) -> ReadMode:
+        return self._mode
+
     def keys(self, query_id: str, doc_ids: Sequence[str]) -> list[list[bytes]]:
         """The Redis keys read for each view (one per candidate, or one for query views)."""
         query_segment = string_value_segment(query_id)

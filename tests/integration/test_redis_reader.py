@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -396,3 +398,25 @@ def test_view_specs_are_validated():
         RedisFeatureReader(redis.Redis(port=1), "ltr", key_version=3, views=[VIEWS[0], VIEWS[0]])
     with pytest.raises(ValueError, match="mode"):
         RedisFeatureReader(redis.Redis(port=1), "ltr", key_version=3, views=VIEWS, mode="eval")  # type: ignore[arg-type]
+
+
+def test_connection_strings_in_feasts_format_give_a_fail_fast_client():
+    client = redis_client_from_connection_string(
+        "redis.example:6380,db=6,password=secret,ssl=false", socket_timeout=0.03
+    )
+    kwargs = client.get_connection_kwargs()
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("redis.example", 6380, 6)
+    assert kwargs["password"] == "secret" and kwargs["socket_timeout"] == 0.03
+    assert client.get_retry().get_retries() == 0
+    with pytest.raises(ValueError, match="host:port"):
+        redis_client_from_connection_string("a:1,b:2")
+
+
+def test_the_redis_path_imports_neither_feast_nor_torch_nor_protobuf():
+    code = (
+        "import sys, serving.features.redis_reader, serving.features.feast_layout; "
+        "heavy = [m for m in ('feast', 'torch', 'google.protobuf') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -18,7 +18,12 @@ from serving.schemas import (
     RankRequest,
     RankResponse,
 )
-from serving.service import FeaturesUnavailable, RankOutcome, RequestLimitExceeded
+from serving.service import (
+    FeaturesUnavailable,
+    NonFiniteScore,
+    RankOutcome,
+    RequestLimitExceeded,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["rank"])
 
@@ -33,6 +38,8 @@ def _classify(exc: Exception) -> tuple[int, str, str]:
         return 503, "features_unavailable", str(exc)
     if isinstance(exc, ModelNotAvailable):
         return 503, "model_unavailable", str(exc)
+    if isinstance(exc, NonFiniteScore) and exc.caused_by_request:
+        return 422, "non_finite_score", str(exc)
     if isinstance(exc, FloatingPointError):
         return 500, "model_error", str(exc)
     raise exc

@@ -1,0 +1,159 @@
+"""A small HTTP/1.1 load generator on raw asyncio streams (keep-alive, no client library),
+so that the client costs little CPU next to the server on the same two cores.
+
+Open loop (fixed rate): requests are scheduled at fixed intervals and latency is measured
+from the scheduled time, so queueing behind a slow response counts (no coordinated
+omission). Closed loop (saturation): N connections send back to back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class LoadResult:
+    latencies_s: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies_s)
+
+    @property
+    def throughput(self) -> float:
+        return self.count / self.wall_s if self.wall_s else 0.0
+
+    def pct_ms(self, q: float) -> float:
+        return (
+            float(np.percentile(np.asarray(self.latencies_s), q) * 1000)
+            if self.latencies_s
+            else float("nan")
+        )
+
+
+class Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.reader is None:
+            await self.open()
+        if self.writer is None or self.reader is None:
+            raise OSError("connection failed")
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def http_post(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _worker(
+    conn: Connection, queue: asyncio.Queue[tuple[float, bytes] | None], res: LoadResult
+) -> None:
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        scheduled, raw = item
+        try:
+            status, _ = await conn.request(raw)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            res.errors += 1
+            conn.close()
+            conn.writer = None
+            continue
+        res.statuses[status] = res.statuses.get(status, 0) + 1
+        if status == 200:
+            res.latencies_s.append(time.perf_counter() - scheduled)
+        else:
+            res.errors += 1
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    rate: float,
+    duration_s: float,
+    connections: int = 16,
+) -> LoadResult:
+    res = LoadResult()
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    conns = [Connection(host, port) for _ in range(connections)]
+    await asyncio.gather(*(c.open() for c in conns))
+    workers = [asyncio.create_task(_worker(c, queue, res)) for c in conns]
+    n = int(rate * duration_s)
+    t0 = time.perf_counter()
+    for i in range(n):
+        at = t0 + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((at, requests[i % len(requests)]))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    res.wall_s = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    return res
+
+
+async def closed_loop(
+    host: str, port: int, requests: list[bytes], concurrency: int, duration_s: float
+) -> LoadResult:
+    res = LoadResult()
+    stop = time.perf_counter() + duration_s
+
+    async def run(k: int) -> None:
+        conn = Connection(host, port)
+        await conn.open()
+        i = k
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                status, _ = await conn.request(requests[i % len(requests)])
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                res.errors += 1
+                conn.close()
+                conn.writer = None
+                continue
+            res.statuses[status] = res.statuses.get(status, 0) + 1
+            if status == 200:
+                res.latencies_s.append(time.perf_counter() - t)
+            else:
+                res.errors += 1
+            i += concurrency
+        conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(k) for k in range(concurrency)))
+    res.wall_s = time.perf_counter() - t0
+    return res
