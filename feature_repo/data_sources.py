@@ -9,9 +9,8 @@ this folder). ``ltr features apply`` points the sources at its own settings' hom
 import os
 from pathlib import Path
 
-from feast import FileSource
-
 from entities import OWNER
+from feast import FileSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,9 +4,8 @@ A new model that needs other features gets a new service (``ranker_v2``); an exi
 service is never changed in place, so a served model keeps reading what it was trained on.
 """
 
-from feast import FeatureService
-
 from entities import OWNER
+from feast import FeatureService
 from feature_views import doc_features, query_doc_features
 
 ranker_v1 = FeatureService(

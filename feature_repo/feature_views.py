@@ -7,11 +7,10 @@ LETOR features are valid until a newer ingestion replaces them.
 
 from datetime import timedelta
 
-from feast import FeatureView, Field
-from feast.types import Array, Float32, String
-
 from data_sources import doc_source, query_doc_source
 from entities import OWNER, document, query
+from feast import FeatureView, Field
+from feast.types import Array, Float32, String
 
 query_doc_features = FeatureView(
     name="query_doc_features",

@@ -21,7 +21,9 @@ class Settings(BaseSettings):
         None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db"
     )
     mlflow_experiment: str = "ltr"
-    feast_project: str = Field("ltr", description="Feast project name")
+    feast_project: str = Field(
+        "ltr", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="Feast project name"
+    )
     feast_repo: Path = Field(
         Path("feature_repo"), description="the Feast repository (entities, views, services)"
     )

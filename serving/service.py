@@ -196,7 +196,12 @@ class RankService:
             self._stage.labels(stage="cache").observe(time.perf_counter() - t)
             self.telemetry.cache.labels(result="hit" if ranked is not None else "miss").inc()
         if ranked is None:
-            scored = self._score(model, req)
+            t_score = time.perf_counter()
+            try:
+                scored = self._score(model, req)
+            except Exception:
+                model.record(time.perf_counter() - t_score, False)
+                raise
             ranked = self._ranked(scored, None)
             if key is not None:
                 full = ranked

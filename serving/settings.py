@@ -14,7 +14,10 @@ _KNOWN_WEAK_KEYS = {"changeme", "secret", "password", "admin", "test", "developm
 
 
 class ServingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LTR_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refusal must not echo the input, which holds LTR_API_KEY
+    model_config = SettingsConfigDict(
+        env_prefix="LTR_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "staging", "production"] = "development"
     home: Path = Path("var")

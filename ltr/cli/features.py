@@ -67,7 +67,9 @@ def materialize(
     ] = None,
     days: Annotated[
         int | None,
-        typer.Option("--days", min=1, help="Window of N days ending at --end (instead of --start)."),
+        typer.Option(
+            "--days", min=1, help="Window of N days ending at --end (instead of --start)."
+        ),
     ] = None,
     view: Annotated[
         list[str] | None,
@@ -75,7 +77,7 @@ def materialize(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load the latest features with event time in [start, end] into the online store."""
+    """Copy the latest features with event time in --start..--end into the online store."""
     from ltr.features.store import materialize as run_materialize
 
     end_ts = _parse_time(end, "--end") if end else datetime.now(UTC)

@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "ltr.cli.export",
     "ltr.cli.demo",
     "ltr.cli.serve",
+    "ltr.cli.promote",
 )
 
 for _name in _COMMAND_MODULES:

@@ -33,6 +33,7 @@ __all__ = [
     "VIEW_JOIN_KEYS",
     "feature_ref",
     "feature_schema",
+    "float_list_span",
     "output_column",
     "redis_key",
     "split_feature_columns",
@@ -125,6 +126,15 @@ def _redis_field(view: str, feature: str) -> bytes:
     return struct.pack("<I", _mmh3_32(f"{view}:{feature}".encode()))
 
 
+# Feast 0.67's Redis layout (observed, and pinned by tests/integration/test_ingest_materialize):
+# - one hash per entity key (see redis_key); a view writes two fields into it:
+#   REDIS_FEATURE_FIELDS[view] -> serialized ``feast.types.Value`` with ``float_list_val``
+#   (field 16, bytes 0x82 0x01, varint length, then a FloatList whose field 1 holds the
+#   packed little-endian float32 values: 0x0A, varint byte count, the floats; see
+#   float_list_span), and REDIS_TIMESTAMP_FIELDS[view] -> serialized
+#   ``google.protobuf.Timestamp`` of the event time.
+# - the feature field name is murmur3_32("<view>:<feature>") as 4 little-endian bytes.
+
 #: Redis hash field holding each view's ``features`` value (a serialized feast ``Value``
 #: proto with ``float_list_val``)
 REDIS_FEATURE_FIELDS: dict[str, bytes] = {
@@ -157,6 +167,44 @@ def redis_key(project: str, entity: Mapping[str, str]) -> bytes:
         out.append(raw)
     out.append(project.encode())
     return b"".join(out)
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(raw):
+            raise ValueError("truncated varint in a Feast Value")
+        b = raw[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+_FLOAT_LIST_TAG = b"\x82\x01"  # field 16 (float_list_val), wire type 2
+
+
+def float_list_span(raw: bytes) -> tuple[int, int]:
+    """Where the float32 values sit in a serialized Feast ``Value`` with ``float_list_val``.
+
+    Returns ``(offset, count)`` so that ``numpy.frombuffer(raw, "<f4", count, offset)`` is
+    the vector. Raises ValueError for any other value (a missing or non-float-list value).
+    """
+    if not raw.startswith(_FLOAT_LIST_TAG):
+        raise ValueError("not a Feast float_list_val value")
+    length, pos = _varint(raw, len(_FLOAT_LIST_TAG))
+    end = pos + length
+    if end != len(raw):
+        raise ValueError("unexpected bytes after float_list_val")
+    if length == 0:
+        return pos, 0
+    if raw[pos] != 0x0A:  # FloatList.val, packed
+        raise ValueError("float_list_val is not packed")
+    n_bytes, pos = _varint(raw, pos + 1)
+    if pos + n_bytes != end or n_bytes % 4:
+        raise ValueError("malformed packed float32 values")
+    return pos, n_bytes // 4
 
 
 # ------------------------------------------------------------------------ feature refs

@@ -169,7 +169,7 @@ def _unique_docs(ds: LetorDataset, doc_cols: list[int]) -> tuple[np.ndarray, np.
             f"{ds.source or 'dataset'}: document {doc_ids[row]} has different document-only "
             f"features in rows {ref_row + 1} (query {ds.qids[ref_row]}) and {row + 1} "
             f"(query {ds.qids[row]}): feature {doc_cols[col] + 1} is "
-            f"{float(values[ref_row, col])!r} vs {float(values[row, col])!r} "
+            f"{values[ref_row, col]!s} vs {values[row, col]!s} "
             f"({n_docs} document(s) disagree). Features that depend on the query (LETOR "
             "normalises MQ2008's per query) belong in the query-document view: ingest "
             "without declaring them document-only"

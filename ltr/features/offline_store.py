@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["OFFLINE_STORE_TYPE"]
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_STORE_TYPE = f"{__name__}.ArrowFileOfflineStore"
+OFFLINE_STORE_TYPE = "ltr.features.offline_store.ArrowFileOfflineStore"
+_StoreType = Literal["ltr.features.offline_store.ArrowFileOfflineStore"]
 
 _built: dict[str, Any] = {}
 
@@ -77,9 +78,7 @@ def _read_window(
     return table if mask is None else table.filter(mask)
 
 
-def _latest(
-    table: Any, join_keys: list[str], timestamp_field: str, created: str | None
-) -> Any:
+def _latest(table: Any, join_keys: list[str], timestamp_field: str, created: str | None) -> Any:
     """One row per entity: the latest event time, then the latest created time."""
     import numpy as np
     import pyarrow as pa
@@ -100,15 +99,13 @@ def _latest(
 
 
 def _build() -> dict[str, Any]:
-    from typing import Literal
-
     import pandas as pd
     import pyarrow as pa
     from feast.infra.offline_stores.dask import DaskOfflineStore, DaskOfflineStoreConfig
     from feast.infra.offline_stores.file_source import FileSource
     from feast.infra.offline_stores.offline_store import RetrievalJob
 
-    class ArrowRetrievalJob(RetrievalJob):  # type: ignore[misc]
+    class ArrowRetrievalJob(RetrievalJob):
         """A lazy PyArrow read; Feast calls ``to_arrow`` when it needs the rows."""
 
         def __init__(self, evaluate: Any) -> None:
@@ -132,12 +129,10 @@ def _build() -> dict[str, Any]:
         def metadata(self) -> None:
             return None
 
-    class ArrowFileOfflineStoreConfig(DaskOfflineStoreConfig):  # type: ignore[misc]
+    class ArrowFileOfflineStoreConfig(DaskOfflineStoreConfig):
         """Configuration of :class:`ArrowFileOfflineStore` (no options)."""
 
-        type: Literal["ltr.features.offline_store.ArrowFileOfflineStore"] = (  # type: ignore[assignment]
-            "ltr.features.offline_store.ArrowFileOfflineStore"
-        )
+        type: _StoreType = OFFLINE_STORE_TYPE  # type: ignore[assignment]
 
     def _local_path(config: Any, data_source: Any) -> str | None:
         if not isinstance(data_source, FileSource) or data_source.file_options.s3_endpoint_override:
@@ -145,7 +140,7 @@ def _build() -> dict[str, Any]:
         path = FileSource.get_uri_for_file_path(config.repo_path, data_source.path)
         return None if "://" in path else path
 
-    class ArrowFileOfflineStore(DaskOfflineStore):  # type: ignore[misc]
+    class ArrowFileOfflineStore(DaskOfflineStore):
         """Dask's file offline store; materialization reads through PyArrow (local Parquet)."""
 
         @staticmethod

@@ -74,18 +74,19 @@ def feature_repo_path(settings: Settings | None = None) -> Path:
     """The ``feature_repo/`` folder: ``settings.feast_repo``, else the one beside ``ltr/``."""
     settings = settings or get_settings()
     path = settings.feast_repo.expanduser()
-    if path.is_absolute() or (path / "feature_views.py").is_file():
-        return path.resolve()
-    fallback = _PACKAGE_ROOT / path
-    if (fallback / "feature_views.py").is_file():
-        return fallback
-    raise FileNotFoundError(f"feature repository {path} not found (set LTR_FEAST_REPO)")
+    candidates = [path] if path.is_absolute() else [path, _PACKAGE_ROOT / path]
+    for candidate in candidates:
+        if (candidate / "feature_views.py").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"feature repository {path} not found (no feature_views.py; set LTR_FEAST_REPO)"
+    )
 
 
 def redis_connection_string(url: str) -> str:
     """``redis://[user:password@]host:port/db`` -> Feast's ``host:port,db=N[,...]`` form.
 
-    ``rediss://`` adds ``ssl=true``; a strings already in Feast's form is returned as is.
+    ``rediss://`` adds ``ssl=true``; a string already in Feast's form is returned as is.
     """
     if "://" not in url:
         return url
@@ -123,6 +124,7 @@ def _config_dict(settings: Settings, *, redact: bool = False) -> dict[str, Any]:
         online = {"type": "sqlite", "path": str(home / SQLITE_FILE)}
     return {
         "project": settings.feast_project,
+        "project_description": PROJECT_DESCRIPTION,
         "provider": "local",
         "registry": {
             "registry_type": "file",
@@ -188,6 +190,8 @@ def load_repo_contents(settings: Settings | None = None) -> RepoContents:
     Each call imports the files afresh, so objects reflect the current files and settings.
     """
     from feast import Entity, FeatureService, FeatureView, FileSource, Project
+    from feast.base_feature_view import BaseFeatureView
+    from feast.data_source import DataSource
     from feast.repo_contents import RepoContents
 
     settings = settings or get_settings()
@@ -209,14 +213,25 @@ def load_repo_contents(settings: Settings | None = None) -> RepoContents:
         (FeatureView, contents.feature_views),
         (FeatureService, contents.feature_services),
     )
+    unsupported: list[str] = []
     with _repo_on_path(repo):
         for module_name in _REPO_MODULES:
             module = importlib.import_module(module_name)
             for attr in sorted(vars(module)):
                 obj = getattr(module, attr)
                 for kind, bucket in kinds:
-                    if isinstance(obj, kind) and not any(obj is o for o in bucket):
-                        bucket.append(obj)
+                    if type(obj) is kind:  # exactly: stream/batch views are other kinds
+                        if not any(obj is o for o in bucket):
+                            bucket.append(obj)
+                        break
+                else:
+                    if isinstance(obj, (BaseFeatureView, DataSource, Entity, FeatureService)):
+                        unsupported.append(f"{type(obj).__name__} {obj.name}")
+    if unsupported:
+        raise ValueError(
+            f"feature_repo defines objects `ltr features apply` does not handle: "
+            f"{', '.join(sorted(set(unsupported)))}"
+        )
     # Point the sources at this LTR_HOME (the repo files default to the LTR_HOME variable).
     data = offline_dir(settings)
     names = set(OFFLINE_FILES.values())
@@ -248,7 +263,7 @@ def apply(settings: Settings | None = None) -> dict[str, Any]:
     store = get_feature_store(settings)
     contents = load_repo_contents(settings)
     with _feast_output_to_stderr():
-        _, to_delete, _, _ = extract_objects_for_apply_delete(
+        _, to_delete, _, _ = extract_objects_for_apply_delete(  # type: ignore[no-untyped-call]
             settings.feast_project, store.registry, contents
         )
         # Feast's placeholder entity (for entityless views) is managed by Feast itself.

@@ -8,7 +8,6 @@ whose event time is not after the row's, so a model never sees features from its
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +72,8 @@ def training_frame(
 
     entity_df: ``query_id``, ``doc_id``, ``event_timestamp`` (tz-aware or UTC) and any other
                columns (labels), which are passed through. The result adds one array column
-               per view of the service (``query_doc_features__features``, ...); an entity
-               without features at its time gets a missing value there.
+               per view of the service (``query_doc_features__features``, ...); a row
+               without features at its time gets a missing value (None) there.
     """
     import pandas as pd
 
@@ -100,10 +99,20 @@ def training_frame(
         entity_df=frame, features=service, full_feature_names=FULL_FEATURE_NAMES
     )
     out = job.to_df()
-    if len(out) != len(frame):
-        raise RuntimeError(f"Feast returned {len(out)} rows for {len(frame)} entity rows")
-    out = out.sort_values(_ROW, kind="stable").drop(columns=[_ROW]).reset_index(drop=True)
-    return out
+    # Feast 0.67's file store drops an entity row whose entity has feature rows, but only
+    # later ones (an unknown entity is kept with a missing value). Put every row back, in
+    # the caller's order, with a missing value where Feast found nothing.
+    columns = [output_column(view) for view in FEATURE_SERVICES[feature_service]]
+    if out[_ROW].duplicated().any():
+        raise RuntimeError("Feast returned an entity row twice")
+    found = out.set_index(_ROW)[columns].reindex(frame[_ROW].to_numpy())
+    result = frame.drop(columns=[_ROW]).reset_index(drop=True)
+    for column in columns:
+        result[column] = found[column].to_numpy()
+    n_missing = int(found.isna().any(axis=1).sum())
+    if n_missing:
+        logger.info("%d of %d entity rows have no features at their time", n_missing, len(frame))
+    return result
 
 
 def load_training_dataset(
@@ -164,21 +173,29 @@ def load_training_dataset(
 
 
 def _stack(frame: pd.DataFrame, view: str, width: int) -> np.ndarray:
-    """The view's array column as float32 [n_rows, width]; a missing vector raises."""
-    column = output_column(view)
-    values: Sequence[Any] = frame[column].tolist()
-    out = np.empty((len(values), width), dtype=np.float32)
-    for i, vec in enumerate(values):
-        if vec is None or (not hasattr(vec, "__len__") and vec != vec):  # None or NaN
-            raise ValueError(
-                f"no {view} features for query {frame[QUERY_JOIN_KEY].iat[i]}, doc "
-                f"{frame[DOC_JOIN_KEY].iat[i]} at {frame[EVENT_TIMESTAMP].iat[i]} "
-                f"(ingest them with an earlier --timestamp, or drop the row)"
-            )
-        if len(vec) != width:
-            raise ValueError(
-                f"{view} vector of query {frame[QUERY_JOIN_KEY].iat[i]}, doc "
-                f"{frame[DOC_JOIN_KEY].iat[i]} has {len(vec)} values, the layout says {width}"
-            )
-        out[i] = vec
-    return out
+    """The view's array column as float32 [n_rows, width]; a missing or odd vector raises."""
+    column = frame[output_column(view)]
+
+    def where(i: int) -> str:
+        return (
+            f"query {frame[QUERY_JOIN_KEY].iat[i]}, doc {frame[DOC_JOIN_KEY].iat[i]} at "
+            f"{frame[EVENT_TIMESTAMP].iat[i]}"
+        )
+
+    missing = column.isna().to_numpy()
+    if missing.any():
+        i = int(np.argmax(missing))
+        raise ValueError(
+            f"no {view} features for {where(i)} ({int(missing.sum())} row(s) without them; "
+            "ingest with an earlier --timestamp, or leave those rows out)"
+        )
+    values = column.tolist()
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    if len(values) and (lengths != width).any():
+        i = int(np.argmax(lengths != width))
+        raise ValueError(
+            f"{view} vector of {where(i)} has {lengths[i]} values, the layout says {width}"
+        )
+    if not values:
+        return np.zeros((0, width), dtype=np.float32)
+    return np.asarray(np.stack(values), dtype=np.float32).reshape(len(values), width)

@@ -10,6 +10,7 @@ ONNX Runtime straight from the artifact.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +27,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from fastapi.testclient import TestClient
+import redis
 
 from ltr.model_store import write_routing
+from ltr.utils.io import write_json_atomic
 from serving.main import create_app
 from serving.settings import ServingSettings
+
+with warnings.catch_warnings():  # starlette's notice about httpx2 is not ours to act on
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 #: Defaults of the request-sourced features (f3's default is not zero, so it shows).
@@ -99,27 +106,30 @@ def artifact_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     valid = _validation_set()
     for version, (w, b) in WEIGHTS.items():
         schema = view_schema() if version == "vfv" else request_schema()
-        export_ranker(
-            _linear_ranker(w, b),
-            {"model_type": "mlp", "loss": "ranknet"},
-            valid,
-            root,
-            version=version,
-            latency=False,
-            feature_sources=schema,
-        )
+        with warnings.catch_warnings():  # the project exports with TorchScript on purpose
+            warnings.simplefilter("ignore", DeprecationWarning)
+            export_ranker(
+                _linear_ranker(w, b),
+                {"model_type": "mlp", "loss": "ranknet"},
+                valid,
+                root,
+                version=version,
+                latency=False,
+                feature_sources=schema,
+            )
     return root
 
 
-def install(store: Path, template_root: Path, version: str) -> Path:
+def install(store: Path, template_root: Path, version: str, as_version: str | None = None) -> Path:
     """Copy a template version into ``store`` atomically (staging folder + rename)."""
+    target = as_version or version
     versions = store / "versions"
     versions.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=versions))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target}.", dir=versions))
     shutil.rmtree(staging)
     shutil.copytree(template_root / "versions" / version, staging)
-    os.rename(staging, versions / version)
-    return versions / version
+    os.rename(staging, versions / target)
+    return versions / target
 
 
 @dataclass
@@ -140,6 +150,24 @@ class Store:
 
     def serve(self, version: str) -> dict[str, Any]:
         return self.route(strategy="single", production=version)
+
+    def clone(self, source: str, version: str, *, sha256: str | None = None) -> Path:
+        """Publish template ``source`` as ``version`` (metadata rewritten), optionally with a
+        wrong sha256 to make a broken artifact."""
+        folder = install(self.root, self.templates, source, as_version=version)
+        meta_path = folder / "metadata.json"
+        meta = json.loads(meta_path.read_text())
+        meta["version"] = version
+        if sha256 is not None:
+            meta["sha256"] = sha256
+        write_json_atomic(meta_path, meta)
+        return folder
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(
+            (self.root / "versions" / version / "metadata.json").read_text()
+        )
+        return data
 
 
 @pytest.fixture
@@ -260,8 +288,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float 
 @pytest.fixture
 def redis_db() -> Iterator[Any]:
     """Database 8 of the shared Redis, emptied before and after (FLUSHDB on db 8 only)."""
-    import redis
-
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     try:
         client.ping()
@@ -315,9 +341,16 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        # no retries: redis-py's default backs off for about a second on "connection refused"
+        probe = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=0.2,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             if not wait_until(lambda: _pings(probe), timeout=5.0):
                 self.stop()

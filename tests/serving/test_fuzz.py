@@ -14,22 +14,19 @@ The number of examples is bounded so the file runs in seconds.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FEATURES, Store, make_settings, serve
+from conftest import FEATURES, Store, TestClient, make_settings, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
 schemathesis = pytest.importorskip("schemathesis")
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from fastapi.testclient import TestClient
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 API_KEY = "k" * 24
 FUZZ = settings(
@@ -42,7 +39,9 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def fuzz_client(tmp_path_factory: pytest.TempPathFactory, artifact_templates: Path) -> Iterator[Any]:
+def fuzz_client(
+    tmp_path_factory: pytest.TempPathFactory, artifact_templates: Path
+) -> Iterator[TestClient]:
     """The app with A/B routing, a shadow model that needs online features (none are
     configured, so its scoring fails in the background) and an admin key."""
     s = Store(tmp_path_factory.mktemp("fuzz") / "models", artifact_templates)
@@ -142,6 +141,8 @@ HOSTILE_TOKENS = [
     "{}",
     "[" * 3000 + "]" * 3000,  # deep nesting
     '"' + "x" * 20_000 + '"',  # a huge string
+    '"' + "a" * 257 + '"',  # one character over the id limit
+    '"\u202e\u2603\u00fc"',  # right-to-left override, snowman, umlaut
 ]
 
 scalars = st.one_of(
@@ -151,54 +152,66 @@ scalars = st.one_of(
     st.sampled_from(HOSTILE_TOKENS).map(Raw),
     st.booleans(),
     st.none(),
+    st.just([]),
+    st.just({}),
 )
-ids = st.one_of(
-    st.text(min_size=0, max_size=300),
-    st.sampled_from(["q1", "ünïcødé-☃", "\u202e", "a" * 257]),
-    scalars,
-)
+text_ids = st.text(min_size=1, max_size=24)
 feature_names = st.one_of(st.sampled_from([*FEATURES, "unknown", ""]), st.text(max_size=30))
-features = st.one_of(
-    st.dictionaries(feature_names, scalars, max_size=12),
-    st.dictionaries(feature_names, st.floats(width=32, allow_nan=False), max_size=6),
-    scalars,
-)
-candidate = st.one_of(
-    st.fixed_dictionaries({"doc_id": ids}, optional={"features": features}),
-    st.fixed_dictionaries({"doc_id": ids, "extra": scalars}),
-    scalars,
+finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+candidates = st.lists(
+    st.fixed_dictionaries(
+        {"doc_id": text_ids},
+        optional={"features": st.dictionaries(feature_names, finite32, max_size=10)},
+    ),
+    min_size=1,
+    max_size=60,  # the app allows 50: some requests are over the limit
+    unique_by=lambda c: c["doc_id"],
 )
 rank_request = st.fixed_dictionaries(
-    {"query_id": ids, "candidates": st.one_of(st.lists(candidate, max_size=60), scalars)},
-    optional={
-        "user_id": ids,
-        "top_k": st.one_of(st.integers(min_value=-5, max_value=10**6), scalars),
-    },
+    {"query_id": text_ids, "candidates": candidates},
+    optional={"user_id": text_ids, "top_k": st.integers(min_value=1, max_value=100)},
+)
+#: Where a hostile value goes into an otherwise valid request ("" leaves it valid, and is
+#: listed several times so that about a third of the requests reach the model).
+PLACES = ["", "", "", "", "query_id", "user_id", "top_k", "candidates", "doc_id", "features"]
+PLACES += ["value", "extra"]
+
+
+def mutate(request: dict[str, Any], place: str, value: Any) -> dict[str, Any]:
+    body = json.loads(json.dumps(request))
+    first = body["candidates"][0]
+    if place in ("query_id", "user_id", "top_k", "candidates"):
+        body[place] = value
+    elif place == "doc_id":
+        first["doc_id"] = value
+    elif place == "features":
+        first["features"] = value
+    elif place == "value":
+        first["features"] = {**(first.get("features") or {}), "f0": value}
+    elif place == "extra":
+        body["unexpected"] = value
+    return body
+
+
+hostile_rank = st.builds(mutate, rank_request, st.sampled_from(PLACES), scalars)
+clicks = st.lists(
+    st.fixed_dictionaries({"doc_id": text_ids, "position": st.integers(-3, 200_000)}),
+    max_size=5,
 )
 bodies = st.one_of(
-    st.tuples(st.just("/api/v1/rank"), st.one_of(rank_request, scalars)),
+    st.tuples(st.just("/api/v1/rank"), st.one_of(hostile_rank, scalars)),
     st.tuples(
         st.just("/api/v1/batch_rank"),
         st.one_of(
-            st.fixed_dictionaries({"requests": st.lists(rank_request, max_size=5)}), scalars
+            st.fixed_dictionaries({"requests": st.lists(hostile_rank, min_size=1, max_size=5)}),
+            scalars,
         ),
     ),
     st.tuples(
         st.just("/api/v1/feedback"),
         st.fixed_dictionaries(
-            {
-                "request_id": ids,
-                "clicks": st.one_of(
-                    st.lists(
-                        st.fixed_dictionaries(
-                            {"doc_id": ids, "position": st.one_of(st.integers(), scalars)}
-                        ),
-                        max_size=5,
-                    ),
-                    scalars,
-                ),
-            },
-            optional={"user_id": ids},
+            {"request_id": st.one_of(text_ids, scalars), "clicks": st.one_of(clicks, scalars)},
+            optional={"user_id": st.one_of(text_ids, scalars)},
         ),
     ),
 )

@@ -58,6 +58,13 @@ def _rank_one(state: State, req: RankRequest) -> RankOutcome:
     return state.service.rank(req, uuid.uuid4().hex)
 
 
+def _count_success(state: State, resp: RankResponse, seconds: float) -> None:
+    """Per-version counters of /api/v1/models (failures are counted by the service)."""
+    model = state.store.snapshot.models.get(resp.model_version)
+    if model is not None:
+        model.record(seconds, True)
+
+
 @router.post("/rank", response_model=RankResponse)
 async def rank(req: RankRequest, state: State, background: BackgroundTasks) -> RankResponse:
     t0 = time.perf_counter()
@@ -78,9 +85,7 @@ async def rank(req: RankRequest, state: State, background: BackgroundTasks) -> R
         endpoint="rank", model_version=resp.model_version, variant=resp.variant
     ).observe(elapsed)
     tel.requests.labels(endpoint="rank", status="200").inc()
-    model = state.store.snapshot.models.get(resp.model_version)
-    if model is not None:
-        model.record(elapsed, True)
+    _count_success(state, resp, elapsed)
     return resp
 
 
@@ -98,6 +103,7 @@ async def batch_rank(
         )
     results: list[BatchItem] = []
     for item in req.requests:
+        t_item = time.perf_counter()
         try:
             outcome = _rank_one(state, item)
         except _DOMAIN_ERRORS as exc:
@@ -108,6 +114,7 @@ async def batch_rank(
         for task in outcome.background:
             background.add_task(task)
         results.append(BatchItem(ok=True, result=outcome.response))
+        _count_success(state, outcome.response, time.perf_counter() - t_item)
     tel.request_latency.labels(endpoint="batch_rank", model_version="", variant="").observe(
         time.perf_counter() - t0
     )

@@ -1,0 +1,621 @@
+"""Promotion of a model-store version to production: deploy -> shift -> observe -> decide.
+
+Shared by the promotion DAG and ``ltr promote`` / ``ltr rollback``. ``routing.json`` is
+the serving truth and is only written through :func:`ltr.model_store.write_routing`
+(validated, atomic). Every step appends a record to ``<models>/promotions.jsonl``
+(``ts, promotion_id, step, version, from, to, strategy, reason, numbers``), rewritten
+atomically; that history is also what :func:`rollback` uses to find the previous
+production.
+
+Decisions (see :func:`judge`): the challenger is promoted only when it received at least
+``min_requests`` requests in the window, its error rate is at most ``max_error_rate`` and
+its p99 latency (from the service's latency histogram; its mean latency when the histogram
+is unavailable) is at most ``max_p99_ms``. Too little traffic is a failed observation and
+rolls back like a failure (verdict ``insufficient_traffic``): a canary is never left half
+on without anybody watching it, and the promotion can simply be run again with a longer
+window or more traffic. During the window, a challenger whose error rate is already over
+the limit on at least ``min_requests`` requests is rolled back at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ltr.model_store import read_routing, serve_single, write_routing
+from ltr.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
+from ltr.utils.io import atomic_open, sha256_file
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "promotions.jsonl"
+LOCK_FILE = ".promotion.lock"
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback cannot proceed; the message says why."""
+
+
+class ArtifactRejected(PromotionError):
+    """The version folder is missing, incomplete or does not match its sha256."""
+
+
+class PromotionInProgress(PromotionError):
+    """Another promotion holds the model store, or routing shows one for another version."""
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    store_version: str
+    strategy: Literal["canary", "blue_green"] = "canary"
+    canary_percent: float = 10
+    observe_minutes: float = 10
+    max_error_rate: float = 0.01
+    max_p99_ms: float = 50
+    min_requests: int = 50
+    service_url: str | None = None  # e.g. http://127.0.0.1:8000
+    poll_seconds: float = 5.0  # between reads of the service's counters
+    apply_timeout_s: float = 60.0  # for the service to pick up the new routing.json
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.strategy not in ("canary", "blue_green"):
+            problems.append(f"strategy must be canary or blue_green, not {self.strategy!r}")
+        p = self.canary_percent
+        if not 0 < p < 100 or abs(p * 100 - round(p * 100)) > 1e-6:
+            problems.append(f"canary_percent must be in (0, 100), in steps of 0.01, not {p}")
+        if not self.observe_minutes >= 0:
+            problems.append("observe_minutes must be >= 0")
+        if not 0 <= self.max_error_rate <= 1:
+            problems.append("max_error_rate must be in [0, 1]")
+        if not self.max_p99_ms > 0:
+            problems.append("max_p99_ms must be > 0")
+        if self.min_requests < 1:
+            problems.append("min_requests must be >= 1")
+        if not self.poll_seconds > 0 or not self.apply_timeout_s > 0:
+            problems.append("poll_seconds and apply_timeout_s must be > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+# ----------------------------------------------------------------- history and lock
+def history(models_dir: Path) -> list[dict[str, Any]]:
+    """The promotion records, oldest first (an unreadable line is skipped with a warning)."""
+    path = Path(models_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not JSON; skipped", path, n)
+    return out
+
+
+def _record(models_dir: Path, step: str, **fields: Any) -> dict[str, Any]:
+    """Append one record: the file is read and rewritten whole via temp file + rename."""
+    path = Path(models_dir) / HISTORY_FILE
+    rec = {"ts": dt.datetime.now(dt.UTC).isoformat(), "step": step, **fields}
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    with atomic_open(path, "w") as fh:
+        fh.write(old + json.dumps(rec, default=str, sort_keys=False) + "\n")
+    log.info("promotion %s: %s", step, {k: v for k, v in fields.items() if k != "numbers"})
+    return rec
+
+
+@contextlib.contextmanager
+def _locked(models_dir: Path) -> Iterator[None]:
+    """One promotion or rollback at a time per model store (an flock, released on exit)."""
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(models_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PromotionInProgress(
+                f"another promotion or rollback is running on {models_dir} ({LOCK_FILE})"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------- routing helpers
+def verify_artifact(models_dir: Path, version: str) -> dict[str, Any]:
+    """metadata.json of ``version`` after checking model.onnx against its sha256."""
+    folder = Path(models_dir) / "versions" / version
+    model, meta_path = folder / "model.onnx", folder / "metadata.json"
+    if not model.is_file() or not meta_path.is_file():
+        raise ArtifactRejected(f"{folder}: no exported model there (model.onnx, metadata.json)")
+    try:
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactRejected(f"{meta_path}: unreadable metadata: {exc}") from None
+    if meta.get("version") not in (None, version):
+        raise ArtifactRejected(
+            f"{meta_path}: says version {meta.get('version')!r}, not {version!r}"
+        )
+    digest = sha256_file(model)
+    if digest != meta.get("sha256"):
+        raise ArtifactRejected(
+            f"{model}: sha256 {digest[:12]} does not match metadata.json "
+            f"{str(meta.get('sha256'))[:12]} (modified or corrupt artifact)"
+        )
+    return meta
+
+
+def _in_flight(routing: dict[str, Any] | None) -> set[str]:
+    """Versions being rolled out: canary challengers, both blue-green colours."""
+    if not routing:
+        return set()
+    if routing.get("strategy") == "canary":
+        return {v["version"] for v in routing.get("variants", [])} - {routing["production"]}
+    if routing.get("strategy") == "blue_green":
+        bg = routing["blue_green"]
+        return {bg["blue"], bg["green"]}
+    return set()
+
+
+def _champion(routing: dict[str, Any] | None, version: str) -> str | None:
+    """The production version that ``version`` would replace."""
+    if not routing:
+        return None
+    if routing.get("strategy") == "blue_green":
+        bg = routing["blue_green"]
+        if version in (bg["blue"], bg["green"]):
+            other = bg["green"] if bg["blue"] == version else bg["blue"]
+            return str(other) if other != version else None
+    return str(routing["production"])
+
+
+def _carry(routing: dict[str, Any] | None, drop: set[str]) -> dict[str, Any]:
+    """Settings kept across routing changes: the salt, and a shadow not being rolled out."""
+    extra: dict[str, Any] = {}
+    if routing and routing.get("salt"):
+        extra["salt"] = routing["salt"]
+    shadow = (routing or {}).get("shadow")
+    if shadow and shadow.get("version") not in drop:
+        extra["shadow"] = shadow
+    return extra
+
+
+# ----------------------------------------------------------------- steps
+def deploy(
+    plan: PromotionPlan, models_dir: Path, *, promotion_id: str | None = None
+) -> dict[str, Any]:
+    """Check the artifact (present, sha256) and read who is in production now."""
+    models_dir = Path(models_dir)
+    v = plan.store_version
+    meta = verify_artifact(models_dir, v)
+    routing = read_routing(models_dir)
+    busy = _in_flight(routing)
+    if busy and v not in busy:
+        raise PromotionInProgress(
+            f"routing.json shows a {routing['strategy'] if routing else ''} rollout of "
+            f"{', '.join(sorted(busy))}; finish it or run `ltr rollback` first"
+        )
+    champion = _champion(routing, v)
+    rec = _record(
+        models_dir,
+        "deploy",
+        promotion_id=promotion_id,
+        version=v,
+        strategy=plan.strategy,
+        **{"from": champion, "to": v},
+        numbers={
+            "sha256": meta.get("sha256"),
+            "parity_max_abs_diff": (meta.get("parity") or {}).get("max_abs_diff"),
+            "routing_version": (routing or {}).get("version"),
+        },
+    )
+    return {**rec, "champion": champion, "metadata_version": meta.get("version")}
+
+
+def shift_traffic(
+    plan: PromotionPlan,
+    models_dir: Path,
+    *,
+    promotion_id: str | None = None,
+    fetch: Fetch | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Route part (canary) or all (blue-green) of the traffic to the new version.
+
+    Blue-green writes two routing versions: the new version as the idle colour (the
+    service loads it), then the switch of ``live`` to it. With ``service_url`` the switch
+    waits until the service has applied the first; if it does not, nothing is switched.
+    """
+    models_dir = Path(models_dir)
+    v = plan.store_version
+    routing = read_routing(models_dir)
+    champion = _champion(routing, v)
+    if champion is None or champion == v:
+        raise PromotionError(f"no other production version to shift traffic from to {v}")
+    extra = _carry(routing, {v})
+    written: list[dict[str, Any]] = []
+    if plan.strategy == "canary":
+        p = round(float(plan.canary_percent), 2)
+        written.append(
+            write_routing(
+                models_dir,
+                {
+                    "strategy": "canary",
+                    "production": champion,
+                    "variants": [
+                        {"name": "champion", "version": champion, "weight": round(100 - p, 2)},
+                        {"name": "challenger", "version": v, "weight": p},
+                    ],
+                    **extra,
+                },
+            )
+        )
+    else:
+        bg = (routing or {}).get("blue_green") or {}
+        old_colour = next((c for c in ("blue", "green") if bg.get(c) == champion), "blue")
+        new_colour = "green" if old_colour == "blue" else "blue"
+        colours = {old_colour: champion, new_colour: v}
+        for live, production in ((old_colour, champion), (new_colour, v)):
+            body = {
+                "strategy": "blue_green",
+                "production": production,
+                "blue_green": {**colours, "live": live},
+                **extra,
+            }
+            if routing and routing.get("blue_green") == body["blue_green"]:
+                continue  # resumed: this step was written already
+            if written and plan.service_url:
+                why = wait_for_routing(
+                    plan.service_url,
+                    int(written[-1]["version"]),
+                    timeout_s=plan.apply_timeout_s,
+                    fetch=fetch,
+                    sleep=sleep,
+                    clock=clock,
+                )
+                if why:
+                    raise PromotionError(f"not switching to {v}: {why}")
+            written.append(write_routing(models_dir, body))
+    final = written[-1] if written else routing or {}
+    rec = _record(
+        models_dir,
+        "shift",
+        promotion_id=promotion_id,
+        version=v,
+        strategy=plan.strategy,
+        **{"from": champion, "to": v},
+        numbers={
+            "routing_version": final.get("version"),
+            "weights": {w["version"]: w["weight"] for w in final.get("variants", [])} or {v: 100.0},
+        },
+    )
+    return {**rec, "routing": final, "routing_version": final.get("version")}
+
+
+# ----------------------------------------------------------------- decisions
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def _registry_promote(name: str, version: str) -> dict[str, Any]:
+    """Move the ``champion`` alias to the registered version of model-store ``version``."""
+    from ltr import registry
+
+    rv = registry.find_store_version(version, name)
+    if rv is None:
+        return {"name": name, "registered": False, "note": f"{version} is not registered"}
+    moved = registry.set_champion(name, rv.version)
+    registry.tag_version(name, rv.version, {"ltr.promoted_at": _now()})
+    return {"name": name, "registered": True, "model_version": rv.version, **moved}
+
+
+def promote(
+    plan: PromotionPlan,
+    models_dir: Path,
+    *,
+    registry_name: str | None = None,
+    promotion_id: str | None = None,
+    observation: Observation | None = None,
+) -> dict[str, Any]:
+    """Serve the new version alone (routing ``single``) and make it the registry champion.
+
+    ``registry_name`` None leaves the MLflow registry alone; a version that is not
+    registered there is promoted in routing and noted as unregistered.
+    """
+    models_dir = Path(models_dir)
+    v = plan.store_version
+    verify_artifact(models_dir, v)
+    routing = read_routing(models_dir)
+    champion = _champion(routing, v)
+    if routing and routing.get("strategy") == "single" and routing.get("production") == v:
+        final, changed = routing, False
+    else:
+        final, changed = serve_single(models_dir, v, **_carry(routing, {v})), True
+    fields: dict[str, Any] = {
+        "promotion_id": promotion_id,
+        "version": v,
+        "strategy": plan.strategy,
+        "from": champion if champion != v else None,
+        "to": v,
+        "reason": observation.reason if observation else "promoted without observation",
+        "numbers": {
+            "routing_version": final.get("version"),
+            "observation": observation.to_dict() if observation else None,
+        },
+    }
+    reg: dict[str, Any] | None = None
+    if registry_name:
+        try:
+            reg = _registry_promote(registry_name, v)
+        except Exception as exc:
+            _record(models_dir, "promote", **fields, registry={"error": str(exc)})
+            raise PromotionError(
+                f"routing now serves {v}, but the registry alias could not be moved: {exc}; "
+                "run the promotion again to retry"
+            ) from exc
+    rec = _record(models_dir, "promote", **fields, registry=reg)
+    return {**rec, "routing": final, "changed": changed}
+
+
+def _previous_production(models_dir: Path, current: str) -> str | None:
+    for rec in reversed(history(models_dir)):
+        if rec.get("step") == "promote" and rec.get("to") == current:
+            prev = rec.get("from")
+            if prev and prev != current:
+                return str(prev)
+    return None
+
+
+def _registry_rollback(name: str, target: str, withdrawn: set[str], reason: str) -> dict[str, Any]:
+    """Tag withdrawn versions; give ``champion`` back to ``target`` if a withdrawn one had it."""
+    from ltr import registry
+
+    out: dict[str, Any] = {"name": name, "champion": "unchanged"}
+    for w in sorted(withdrawn):
+        rv = registry.find_store_version(w, name)
+        if rv is not None:
+            registry.tag_version(name, rv.version, {"ltr.rolled_back": f"{_now()} {reason}"})
+    champ = registry.get_alias(name, registry.CHAMPION)
+    back = registry.find_store_version(target, name)
+    if champ is not None and champ.store_version in withdrawn and back is not None:
+        registry.set_alias(name, registry.CHAMPION, back.version)
+        prev = registry.get_alias(name, registry.PREVIOUS_CHAMPION)
+        if prev is not None and prev.version == back.version:
+            registry.delete_alias(name, registry.PREVIOUS_CHAMPION)
+        out["champion"] = back.version
+    return out
+
+
+def _rollback(
+    models_dir: Path,
+    *,
+    reason: str,
+    to_version: str | None,
+    registry_name: str | None,
+    promotion_id: str | None,
+) -> dict[str, Any]:
+    routing = read_routing(models_dir)
+    if routing is None:
+        raise PromotionError(f"nothing to roll back: {models_dir / 'routing.json'} does not exist")
+    current = str(routing["production"])
+    strategy = routing.get("strategy")
+    busy = _in_flight(routing)
+    target = to_version
+    if target is None and strategy == "canary":
+        target = current
+    elif target is None and strategy == "blue_green":
+        shifts = [r for r in history(models_dir) if r.get("step") == "shift"]
+        last = shifts[-1] if shifts else {}
+        if last.get("from") in busy and last.get("to") in busy:
+            target = str(last["from"])
+        else:
+            target = next(iter(sorted(busy - {current})), current)
+    elif target is None:
+        target = _previous_production(models_dir, current)
+        if target is None:
+            raise PromotionError(
+                f"no production before {current} is recorded in {HISTORY_FILE}; "
+                "name the version to return to (--to VERSION)"
+            )
+    withdrawn = (busy | {current}) - {target}
+    if strategy == "single" and current == target:
+        return {
+            "step": "rollback",
+            "changed": False,
+            "to": target,
+            "reason": f"{target} already serves",
+        }
+    verify_artifact(models_dir, target)
+    final = serve_single(models_dir, target, **_carry(routing, withdrawn | {target}))
+    reg: dict[str, Any] | None = None
+    if registry_name:
+        try:
+            reg = _registry_rollback(registry_name, target, withdrawn, reason)
+        except Exception as exc:  # routing is restored; the registry is secondary here
+            log.error("rolled back routing to %s, but the registry update failed: %s", target, exc)
+            reg = {"name": registry_name, "error": str(exc)}
+    rec = _record(
+        models_dir,
+        "rollback",
+        promotion_id=promotion_id,
+        version=target,
+        strategy=strategy,
+        **{"from": ",".join(sorted(withdrawn)) or current, "to": target},
+        reason=reason,
+        numbers={"routing_version": final.get("version"), "routing_before": routing},
+        registry=reg,
+    )
+    return {**rec, "routing": final, "changed": True}
+
+
+def rollback(
+    models_dir: Path,
+    *,
+    reason: str,
+    to_version: str | None = None,
+    registry_name: str | None = None,
+) -> dict[str, Any]:
+    """Serve the previous production alone again.
+
+    The target: ``to_version``; during a canary, its champion; during a blue-green switch,
+    the old colour; otherwise the version the current production replaced (from
+    ``promotions.jsonl``). The registry ``champion`` alias goes back to the target only when
+    it had moved to the withdrawn version; withdrawn versions get an ``ltr.rolled_back`` tag.
+    """
+    models_dir = Path(models_dir)
+    with _locked(models_dir):
+        return _rollback(
+            models_dir,
+            reason=reason,
+            to_version=to_version,
+            registry_name=registry_name,
+            promotion_id=uuid.uuid4().hex[:12],
+        )
+
+
+def run_promotion(
+    plan: PromotionPlan,
+    models_dir: Path,
+    *,
+    registry_name: str | None = None,
+    observe_traffic: bool = True,
+    fetch: Fetch | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """deploy -> shift -> observe -> promote, or roll back automatically with the reason.
+
+    ``status`` is ``promoted``, ``rolled_back`` or ``already_promoted``. Idempotent: for a
+    version that already serves alone (and is the registry champion, when a registry is
+    given) nothing changes and nothing is recorded; an interrupted promotion of the same
+    version resumes. The first version of an empty store is promoted directly.
+    """
+    models_dir = Path(models_dir)
+    v = plan.store_version
+    with _locked(models_dir):
+        routing = read_routing(models_dir)
+        out: dict[str, Any] = {"version": v, "strategy": plan.strategy, "changed": True}
+        if routing and routing.get("strategy") == "single" and routing.get("production") == v:
+            if not _registry_behind(registry_name, v):
+                return {**out, "status": "already_promoted", "changed": False, "routing": routing}
+            step = promote(plan, models_dir, registry_name=registry_name)  # registry catch-up
+            return {**out, "status": "promoted", "steps": [step], "routing": step["routing"]}
+        if observe_traffic and routing is not None and not plan.service_url:
+            raise PromotionError("observing needs the service URL (--service-url, or --no-observe)")
+        pid = uuid.uuid4().hex[:12]
+        steps = [deploy(plan, models_dir, promotion_id=pid)]
+        champion = steps[0]["champion"]
+        out.update(promotion_id=pid, champion=champion, steps=steps, observation=None)
+        obs: Observation | None = None
+        if champion is not None:  # None: an empty store, nothing to compare against
+            try:
+                steps.append(
+                    shift_traffic(
+                        plan, models_dir, promotion_id=pid, fetch=fetch, sleep=sleep, clock=clock
+                    )
+                )
+                if observe_traffic:
+                    obs = observe(
+                        plan,
+                        fetch=fetch,
+                        sleep=sleep,
+                        clock=clock,
+                        routing_version=steps[-1]["routing_version"],
+                    )
+            except BaseException as exc:  # even an interrupt must not leave a canary behind
+                what = "observation" if len(steps) > 1 else "traffic shift"
+                back = _rollback(
+                    models_dir,
+                    reason=f"{what} failed: {type(exc).__name__}: {exc}",
+                    to_version=champion,
+                    registry_name=registry_name,
+                    promotion_id=pid,
+                )
+                steps.append(back)
+                if not isinstance(exc, Exception):
+                    raise
+                return {
+                    **out,
+                    "status": "rolled_back",
+                    "reason": back["reason"],
+                    "routing": back.get("routing"),
+                }
+        if obs is not None:
+            out["observation"] = obs.to_dict()
+            steps.append(
+                _record(
+                    models_dir,
+                    "observe",
+                    promotion_id=pid,
+                    version=v,
+                    strategy=plan.strategy,
+                    **{"from": champion, "to": v},
+                    verdict=obs.verdict,
+                    reason=obs.reason,
+                    numbers=obs.to_dict(),
+                )
+            )
+        if obs is None or obs.verdict == "promote":
+            step = promote(
+                plan, models_dir, registry_name=registry_name, promotion_id=pid, observation=obs
+            )
+            steps.append(step)
+            return {**out, "status": "promoted", "routing": step["routing"]}
+        back = _rollback(
+            models_dir,
+            reason=f"{obs.verdict}: {obs.reason}",
+            to_version=champion,
+            registry_name=registry_name,
+            promotion_id=pid,
+        )
+        steps.append(back)
+        return {
+            **out,
+            "status": "rolled_back",
+            "reason": back["reason"],
+            "routing": back["routing"],
+        }
+
+
+def _registry_behind(registry_name: str | None, version: str) -> bool:
+    """True when ``version`` is registered but not (yet) the registry's champion."""
+    if not registry_name:
+        return False
+    from ltr import registry
+
+    rv = registry.find_store_version(version, registry_name)
+    return rv is not None and registry.CHAMPION not in rv.aliases
+
+
+__all__ = [
+    "ArtifactRejected",
+    "Observation",
+    "PromotionError",
+    "PromotionInProgress",
+    "PromotionPlan",
+    "deploy",
+    "history",
+    "judge",
+    "observe",
+    "promote",
+    "quantile",
+    "rollback",
+    "run_promotion",
+    "shift_traffic",
+    "verify_artifact",
+]
