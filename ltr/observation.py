@@ -186,7 +186,9 @@ class _Service:
             if doc is not None and (
                 int(doc.get("routing_version", 0)) >= routing_version
                 if routing_version is not None
-                else any(r.get("version") == version and r.get("roles") for r in doc.get("versions", []))
+                else any(
+                    r.get("version") == version and r.get("roles") for r in doc.get("versions", [])
+                )
             ):
                 return doc
             if clock() - t0 >= timeout_s:

@@ -59,7 +59,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     session: ort.InferenceSession
     schema: CompiledSchema
-    stamp: tuple[float, int]
+    stamp: tuple[float, int, float]
     requests: int = 0
     errors: int = 0
     latency_sum_s: float = 0.0
@@ -129,8 +129,19 @@ def load_version(root: Path, version: str, threads: int = 1) -> LoadedModel:
         raise ArtifactError(f"{model_path}: probe inference failed: {exc}") from None
     if np.asarray(got).reshape(-1).shape != (2,):
         raise ArtifactError(f"{model_path}: output is not one score per document")
-    st = model_path.stat()
-    return LoadedModel(version, metadata, session, schema, (st.st_mtime, st.st_size))
+    stamp = _stamp(folder)
+    if stamp is None:
+        raise ArtifactError(f"{folder}: files disappeared while loading")
+    return LoadedModel(version, metadata, session, schema, stamp)
+
+
+def _stamp(folder: Path) -> tuple[float, int, float] | None:
+    """What identifies the files of a version on disk (a change triggers a reload)."""
+    try:
+        model, meta = (folder / "model.onnx").stat(), (folder / "metadata.json").stat()
+    except OSError:
+        return None
+    return (model.st_mtime, model.st_size, meta.st_mtime)
 
 
 @dataclass(frozen=True)
@@ -178,12 +189,7 @@ class ModelStore:
         new: dict[str, LoadedModel] = {}
         for v in sorted(config.referenced_versions()):
             old = current.get(v)
-            path = self.root / "versions" / v / "model.onnx"
-            try:
-                st = path.stat()
-                stamp: tuple[float, int] | None = (st.st_mtime, st.st_size)
-            except OSError:
-                stamp = None
+            stamp = _stamp(self.root / "versions" / v)
             if old is not None and stamp == old.stamp:
                 new[v] = old
             else:

@@ -25,7 +25,9 @@ def _fits_float32(value: float) -> float:
 
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_fits_float32)]
+FiniteFloat = Annotated[
+    float, Field(allow_inf_nan=False, strict=True), AfterValidator(_fits_float32)
+]
 HARD_MAX_CANDIDATES = 100_000
 HARD_MAX_BATCH = 1000
 

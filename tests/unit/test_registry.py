@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,11 @@ def export_version(models_dir: Path, version: str, seed: int, **meta: object) ->
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     ranker = NeuralRanker(
-        build_model("mlp", len(FEATURES), {"hidden": [4]}), "mlp", {"hidden": [4]}, "ranknet", FEATURES
+        build_model("mlp", len(FEATURES), {"hidden": [4]}),
+        "mlp",
+        {"hidden": [4]},
+        "ranknet",
+        FEATURES,
     )
     rng = np.random.default_rng(seed)
     valid = LetorDataset(
@@ -58,7 +63,7 @@ def export_version(models_dir: Path, version: str, seed: int, **meta: object) ->
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory):
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One LTR_HOME (MLflow store, model store) for the module."""
     root = tmp_path_factory.mktemp("registry_home")
     with pytest.MonkeyPatch.context() as mp:
@@ -78,13 +83,13 @@ def training_run(home: Path) -> str:
     with RunTracker("train-mlp") as tracker:
         tracker.log_params({"model": {"type": "mlp", "params": {"hidden": [4]}}, "seed": 1})
     assert tracker.run_id is not None
-    return tracker.run_id
+    return str(tracker.run_id)
 
 
 @pytest.fixture
 def name(request: pytest.FixtureRequest) -> str:
     """A registered-model name of this test's own."""
-    return "ranker-" + request.node.name.removeprefix("test_")[:60]
+    return "ranker-" + str(request.node.name).removeprefix("test_")[:60]
 
 
 @pytest.fixture

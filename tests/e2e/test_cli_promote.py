@@ -1,0 +1,129 @@
+"""``ltr promote`` and ``ltr rollback`` end to end in a temporary LTR_HOME: real exported
+artifacts, real routing.json, the real MLflow registry (SQLite) and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from typer.testing import CliRunner, Result
+
+from ltr.cli.main import app
+from ltr.data.dataset import LetorDataset
+from ltr.model_store import serve_single
+from ltr.settings import get_settings
+from serving.routing import RoutingConfig
+
+pytestmark = pytest.mark.e2e
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+runner = CliRunner()
+
+
+def ltr(*args: object, code: int = 0) -> Result:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, (
+        f"ltr {' '.join(map(str, args))} -> {result.exit_code}\n"
+        f"stdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    )
+    return result
+
+
+def one_line_error(result: Result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return str(lines[0])
+
+
+def export(models_dir: Path, version: str, seed: int) -> Path:
+    import torch
+
+    from ltr.export.onnx_export import export_ranker
+    from ltr.models.neural import build_model
+    from ltr.models.rankers import NeuralRanker
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    ranker = NeuralRanker(
+        build_model("mlp", len(FEATURES), {"hidden": [4]}),
+        "mlp",
+        {"hidden": [4]},
+        "ranknet",
+        FEATURES,
+    )
+    rng = np.random.default_rng(seed)
+    valid = LetorDataset(
+        features=rng.standard_normal((12, len(FEATURES))).astype(np.float32),
+        labels=rng.integers(0, 3, 12).astype(np.float32),
+        qids=np.array(["q0"] * 6 + ["q1"] * 6, dtype=object),
+        doc_ids=np.array([f"d{i}" for i in range(12)], dtype=object),
+        feature_names=list(FEATURES),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = export_ranker(
+            ranker, {"model_type": "mlp"}, valid, models_dir, version=version, latency=False
+        )
+    return Path(out["path"])
+
+
+@pytest.fixture
+def store(ltr_home: Path) -> Path:
+    """var/models with v1 (in production, registry champion) and v2 (registered challenger)."""
+    from ltr import registry
+
+    models = get_settings().models_dir
+    v1 = registry.register_model(export(models, "v1", seed=1))
+    registry.set_champion(registry.DEFAULT_NAME, v1.version)
+    registry.register_model(export(models, "v2", seed=2))
+    serve_single(models, "v1")
+    return models
+
+
+def test_promote_without_observation_then_rollback_as_json(store: Path) -> None:
+    from ltr import registry
+
+    out = json.loads(ltr("promote", "v2", "--no-observe", "--json").stdout)
+
+    assert (out["status"], out["version"], out["champion"]) == ("promoted", "v2", "v1")
+    assert [s["step"] for s in out["steps"]] == ["deploy", "shift", "promote"]
+    assert RoutingConfig.load(store / "routing.json").production == "v2"
+    assert registry.get_alias(registry.DEFAULT_NAME, "champion").store_version == "v2"  # type: ignore[union-attr]
+
+    again = json.loads(ltr("promote", "v2", "--no-observe", "--json").stdout)
+    assert (again["status"], again["changed"]) == ("already_promoted", False)
+
+    back = json.loads(ltr("rollback", "--reason", "ctr dropped", "--json").stdout)
+
+    assert (back["from"], back["to"], back["reason"]) == ("v2", "v1", "ctr dropped")
+    assert RoutingConfig.load(store / "routing.json").production == "v1"
+    assert registry.get_alias(registry.DEFAULT_NAME, "champion").store_version == "v1"  # type: ignore[union-attr]
+    lines = (store / "promotions.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == ["deploy", "shift", "promote", "rollback"]
+
+
+def test_promote_prints_the_steps_in_plain_text(store: Path) -> None:
+    text = ltr("promote", "v2", "--no-observe", "--no-registry").stdout
+    assert "deploy" in text and "v1 -> v2" in text
+    assert "promoted  v2 now serves all traffic" in text
+
+
+def test_promote_errors_are_one_line_with_a_non_zero_exit(store: Path) -> None:
+    assert "v9" in one_line_error(ltr("promote", "v9", "--no-observe", code=2))
+    assert "--service-url" in one_line_error(ltr("promote", "v2", code=2))
+    assert "blue-green" in one_line_error(ltr("promote", "v2", "--strategy", "purple", code=2))
+    assert "canary_percent" in one_line_error(
+        ltr("promote", "v2", "--no-observe", "--canary-percent", "150", code=2)
+    )
+    assert RoutingConfig.load(store / "routing.json").production == "v1"
+
+
+def test_rollback_without_history_asks_for_a_target(store: Path) -> None:
+    assert "--to" in one_line_error(ltr("rollback", code=2))
+    out = json.loads(ltr("rollback", "--to", "v2", "--no-registry", "--json").stdout)
+    assert out["to"] == "v2"
