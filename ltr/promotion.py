@@ -522,7 +522,7 @@ def run_promotion(
         champion = steps[0]["champion"]
         out.update(promotion_id=pid, champion=champion, steps=steps, observation=None)
         obs: Observation | None = None
-        if champion is not None:  # None: an empty store, nothing to compare against
+        if champion is not None and champion != v:  # else: nothing to compare against
             try:
                 steps.append(
                     shift_traffic(
@@ -539,9 +539,10 @@ def run_promotion(
                     )
             except BaseException as exc:  # even an interrupt must not leave a canary behind
                 what = "observation" if len(steps) > 1 else "traffic shift"
+                reason = f"{what} failed: {type(exc).__name__}: {exc}"
                 back = _rollback(
                     models_dir,
-                    reason=f"{what} failed: {type(exc).__name__}: {exc}",
+                    reason=reason,
                     to_version=champion,
                     registry_name=registry_name,
                     promotion_id=pid,
@@ -552,8 +553,8 @@ def run_promotion(
                 return {
                     **out,
                     "status": "rolled_back",
-                    "reason": back["reason"],
-                    "routing": back.get("routing"),
+                    "reason": reason,
+                    "routing": read_routing(models_dir),
                 }
         if obs is not None:
             out["observation"] = obs.to_dict()

@@ -1,6 +1,6 @@
 """Names and layout of the feature store, shared by the library, the DAGs and the server.
 
-Light on purpose (standard library only): the serving side imports it without Feast.
+Light on purpose (no Feast import): the serving side can import it.
 The Feast objects themselves live in ``feature_repo/``; a test pins that they use these
 names. Feature indices here are 0-based column positions of a LETOR dataset (the CLI takes
 1-based feature numbers).
@@ -8,9 +8,10 @@ names. Feature indices here are 0-based column positions of a LETOR dataset (the
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from serving.features import feast_layout
 
 __all__ = [
     "CREATED_TIMESTAMP",
@@ -33,7 +34,6 @@ __all__ = [
     "VIEW_JOIN_KEYS",
     "feature_ref",
     "feature_schema",
-    "float_list_span",
     "output_column",
     "redis_key",
     "split_feature_columns",
@@ -87,124 +87,34 @@ SQLITE_FILE = "feast/online.db"  # relative to LTR_HOME
 #: follow it.
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 
-_VALUE_TYPE_STRING = 2  # feast.types.Value.ValueType.STRING
+# The encoding itself lives in serving.features.feast_layout (pure Python, pinned against
+# Feast's own functions by tests/integration/test_feast_layout.py); the names below are the
+# ltr side's view of it.
+#
+# Feast 0.67's Redis layout: one hash per entity key (see redis_key); a view writes two
+# fields into it: REDIS_FEATURE_FIELDS[view] -> serialized ``feast.types.Value`` with
+# ``float_list_val``, and REDIS_TIMESTAMP_FIELDS[view] -> serialized protobuf ``Timestamp``.
 
-
-def _mmh3_32(data: bytes, seed: int = 0) -> int:
-    """MurmurHash3 x86 32-bit, unsigned (what Feast uses to name Redis hash fields)."""
-    c1, c2 = 0xCC9E2D51, 0x1B873593
-    h = seed
-    n = len(data) // 4 * 4
-    for i in range(0, n, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * c1) & 0xFFFFFFFF
-        k = ((k << 15) | (k >> 17)) & 0xFFFFFFFF
-        k = (k * c2) & 0xFFFFFFFF
-        h ^= k
-        h = ((h << 13) | (h >> 19)) & 0xFFFFFFFF
-        h = (h * 5 + 0xE6546B64) & 0xFFFFFFFF
-    tail = data[n:]
-    k = 0
-    for i, b in enumerate(tail):
-        k |= b << (8 * i)
-    if tail:
-        k = (k * c1) & 0xFFFFFFFF
-        k = ((k << 15) | (k >> 17)) & 0xFFFFFFFF
-        k = (k * c2) & 0xFFFFFFFF
-        h ^= k
-    h ^= len(data)
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
-    h ^= h >> 16
-    return h
-
-
-def _redis_field(view: str, feature: str) -> bytes:
-    """Feast's hash field of a feature: murmur3_32 of ``view:feature``, 4 bytes little-endian."""
-    return struct.pack("<I", _mmh3_32(f"{view}:{feature}".encode()))
-
-
-# Feast 0.67's Redis layout (observed, and pinned by tests/integration/test_ingest_materialize):
-# - one hash per entity key (see redis_key); a view writes two fields into it:
-#   REDIS_FEATURE_FIELDS[view] -> serialized ``feast.types.Value`` with ``float_list_val``
-#   (field 16, bytes 0x82 0x01, varint length, then a FloatList whose field 1 holds the
-#   packed little-endian float32 values: 0x0A, varint byte count, the floats; see
-#   float_list_span), and REDIS_TIMESTAMP_FIELDS[view] -> serialized
-#   ``google.protobuf.Timestamp`` of the event time.
-# - the feature field name is murmur3_32("<view>:<feature>") as 4 little-endian bytes.
-
-#: Redis hash field holding each view's ``features`` value (a serialized feast ``Value``
-#: proto with ``float_list_val``)
+#: Redis hash field holding each view's ``features`` value
 REDIS_FEATURE_FIELDS: dict[str, bytes] = {
-    view: _redis_field(view, FEATURE_FIELD) for view in (QUERY_DOC_VIEW, DOC_VIEW)
+    view: feast_layout.field_hash(view, FEATURE_FIELD) for view in (QUERY_DOC_VIEW, DOC_VIEW)
 }
-#: Redis hash field holding each view's event timestamp (a serialized protobuf ``Timestamp``)
+#: Redis hash field holding each view's event timestamp
 REDIS_TIMESTAMP_FIELDS: dict[str, bytes] = {
-    view: f"_ts:{view}".encode() for view in (QUERY_DOC_VIEW, DOC_VIEW)
+    view: feast_layout.timestamp_field(view) for view in (QUERY_DOC_VIEW, DOC_VIEW)
 }
 
 
 def redis_key(project: str, entity: Mapping[str, str]) -> bytes:
     """The Redis key under which Feast stores an entity's features (serialization v3).
 
-    ``entity`` maps join keys to string values, e.g. ``{"query_id": "10", "doc_id": "d1"}``.
-    Layout: ``uint32 n_keys``, then per join key in sorted order ``uint32 type (STRING=2),
-    uint32 len, utf-8 name``, then per value ``uint32 type, uint32 len, utf-8 value``, then
-    the project name; all integers little-endian. Every view with the same entities shares
-    the key (one hash, one field per view).
+    ``entity`` maps join keys to string values, e.g. ``{"query_id": "10", "doc_id": "d1"}``;
+    every view with the same entities shares the key (one hash, one field per view).
     """
-    names = sorted(entity)
-    out = [struct.pack("<I", len(names))]
-    for name in names:
-        raw = name.encode()
-        out.append(struct.pack("<II", _VALUE_TYPE_STRING, len(raw)))
-        out.append(raw)
-    for name in names:
-        raw = str(entity[name]).encode()
-        out.append(struct.pack("<II", _VALUE_TYPE_STRING, len(raw)))
-        out.append(raw)
-    out.append(project.encode())
-    return b"".join(out)
-
-
-def _varint(raw: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(raw):
-            raise ValueError("truncated varint in a Feast Value")
-        b = raw[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos
-        shift += 7
-
-
-_FLOAT_LIST_TAG = b"\x82\x01"  # field 16 (float_list_val), wire type 2
-
-
-def float_list_span(raw: bytes) -> tuple[int, int]:
-    """Where the float32 values sit in a serialized Feast ``Value`` with ``float_list_val``.
-
-    Returns ``(offset, count)`` so that ``numpy.frombuffer(raw, "<f4", count, offset)`` is
-    the vector. Raises ValueError for any other value (a missing or non-float-list value).
-    """
-    if not raw.startswith(_FLOAT_LIST_TAG):
-        raise ValueError("not a Feast float_list_val value")
-    length, pos = _varint(raw, len(_FLOAT_LIST_TAG))
-    end = pos + length
-    if end != len(raw):
-        raise ValueError("unexpected bytes after float_list_val")
-    if length == 0:
-        return pos, 0
-    if raw[pos] != 0x0A:  # FloatList.val, packed
-        raise ValueError("float_list_val is not packed")
-    n_bytes, pos = _varint(raw, pos + 1)
-    if pos + n_bytes != end or n_bytes % 4:
-        raise ValueError("malformed packed float32 values")
-    return pos, n_bytes // 4
+    names = list(entity)
+    return feast_layout.redis_key(
+        project, names, [str(entity[n]) for n in names], ENTITY_KEY_SERIALIZATION_VERSION
+    )
 
 
 # ------------------------------------------------------------------------ feature refs

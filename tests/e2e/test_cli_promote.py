@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from typer.testing import CliRunner, Result
 
 from ltr.cli.main import app

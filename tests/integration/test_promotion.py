@@ -24,6 +24,7 @@ from ltr.data.dataset import LetorDataset
 from ltr.model_store import read_routing, serve_single
 from ltr.promotion import (
     ArtifactRejected,
+    Observation,
     PromotionError,
     PromotionInProgress,
     PromotionPlan,
@@ -295,6 +296,7 @@ def test_observe_promotes_a_healthy_challenger_with_the_numbers(models: Path) ->
     assert obs.mean_latency_ms == pytest.approx(3.0)
     assert obs.latency_source == "histogram"
     assert obs.p99_ms is not None and 2.0 < obs.p99_ms <= 3.0  # inside the (2, 3] ms bucket
+    assert Observation.from_dict(json.loads(json.dumps(obs.to_dict()))) == obs  # for XCom
 
 
 def test_observe_rolls_back_when_p99_latency_is_above_the_limit(models: Path) -> None:
@@ -389,6 +391,41 @@ def test_a_blue_green_rollout_that_fails_switches_back_to_the_old_colour(models:
     assert out["status"] == "rolled_back"
     cfg = RoutingConfig.load(models / "routing.json")
     assert (cfg.strategy, cfg.production) == ("single", "v1")
+
+
+def test_blue_green_does_not_switch_when_the_service_never_loads_the_idle_colour(
+    models: Path,
+) -> None:
+    svc = FakeService(models, {"v2": (20, 0, 2.0)}, lag=10**6)
+    out = promote_with(models, plan(strategy="blue_green", apply_timeout_s=3), svc)
+    assert out["status"] == "rolled_back"
+    assert out["reason"].startswith("traffic shift failed: PromotionError: not switching to v2")
+    assert "did not apply routing version 2" in out["reason"]
+    cfg = RoutingConfig.load(models / "routing.json")
+    assert (cfg.strategy, cfg.production) == ("single", "v1")
+    assert steps(models) == ["deploy", "rollback"]
+
+
+def test_the_production_version_of_an_ab_test_is_made_single_without_a_canary(
+    models: Path,
+) -> None:
+    from ltr.model_store import write_routing
+
+    write_routing(
+        models,
+        {
+            "strategy": "ab",
+            "production": "v2",
+            "variants": [
+                {"name": "a", "version": "v2", "weight": 50},
+                {"name": "b", "version": "v1", "weight": 50},
+            ],
+        },
+    )
+    out = run_promotion(plan(), models)  # nothing to observe: v2 is production already
+    assert out["status"] == "promoted"
+    assert steps(models) == ["deploy", "promote"]
+    assert RoutingConfig.load(models / "routing.json").strategy == "single"
 
 
 def test_an_unexpected_failure_while_observing_still_rolls_back(models: Path) -> None:

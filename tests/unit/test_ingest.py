@@ -22,7 +22,6 @@ from ltr.features.definitions import (
     DOC_VIEW,
     QUERY_DOC_VIEW,
     feature_schema,
-    float_list_span,
     redis_key,
     split_feature_columns,
 )
@@ -127,17 +126,6 @@ def test_redis_key_follows_feast_serialization_v3_byte_by_byte() -> None:
         + b"ltr"
     )
     assert redis_key("ltr", {"query_id": "q10", "doc_id": "d7"}) == expected
-
-
-def test_float_list_span_finds_the_packed_floats() -> None:
-    values = np.array([1.5, -2.0, 3.25], dtype="<f4").tobytes()
-    inner = b"\x0a" + bytes([len(values)]) + values
-    raw = b"\x82\x01" + bytes([len(inner)]) + inner
-    offset, count = float_list_span(raw)
-    np.testing.assert_array_equal(np.frombuffer(raw, "<f4", count, offset), [1.5, -2.0, 3.25])
-    assert float_list_span(b"\x82\x01\x00") == (3, 0)
-    with pytest.raises(ValueError):
-        float_list_span(b"\x08\x01")
 
 
 # ------------------------------------------------------------------------- ingestion
