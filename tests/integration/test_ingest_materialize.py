@@ -25,6 +25,7 @@ from ltr.data.synth import generate_synthetic
 from ltr.features import definitions as d
 from ltr.features.ingest import ingest_letor
 from ltr.settings import Settings, get_settings
+from serving.features.feast_layout import decode_float_list
 
 REDIS_URL = os.environ.get("LTR_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 T1 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -156,8 +157,7 @@ def test_redis_layout_is_what_the_serving_side_encodes(loaded: dict) -> None:
             fields = client.hgetall(key)
             assert set(fields) == {d.REDIS_FEATURE_FIELDS[view], d.REDIS_TIMESTAMP_FIELDS[view]}
             raw = fields[d.REDIS_FEATURE_FIELDS[view]]
-            offset, count = d.float_list_span(raw)
-            np.testing.assert_array_equal(np.frombuffer(raw, "<f4", count, offset), expected)
+            np.testing.assert_array_equal(decode_float_list(raw), expected)
             value = Value.FromString(raw)
             assert value.WhichOneof("val") == "float_list_val"
             ts = Timestamp.FromString(fields[d.REDIS_TIMESTAMP_FIELDS[view]])
