@@ -25,6 +25,14 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset (LightGBM uses at most 15)")] = 17,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="skip latency timing")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing version")] = False,
+    online_features: Annotated[
+        bool,
+        typer.Option(
+            "--online-features",
+            help="the served model reads its features from the Feast online store (layout "
+            "of the ingested offline tables) instead of from the request",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Export a checkpoint to models/versions/<version>/{model.onnx,metadata.json}."""
@@ -39,10 +47,29 @@ def export(
 
             meta = read_checkpoint_meta(checkpoint)
             validation = read_letor(valid_path, n_features=meta["n_features"])
+        extra: dict[str, object] = {}
+        if online_features:
+            from ltr.features.definitions import online_schema
+            from ltr.features.ingest import read_layout
+            from ltr.features.store import offline_dir
+            from ltr.training.checkpoint import read_checkpoint_meta
+
+            layout = read_layout(offline_dir())
+            if layout is None:
+                raise ValueError("--online-features: nothing ingested yet (run `ltr data ingest`)")
+            names = read_checkpoint_meta(checkpoint)["feature_names"]
+            if layout["n_features"] != len(names):
+                raise ValueError(
+                    f"--online-features: the offline store holds {layout['n_features']} "
+                    f"features, the model takes {len(names)}"
+                )
+            schema, views = online_schema(names, layout["doc_features"])
+            extra = {"feature_sources": schema, "feature_views": views}
         result = export_checkpoint(
             checkpoint,
             models_dir or get_settings().models_dir,
             validation=validation,
+            **extra,
             version=version,
             tolerance=tolerance,
             opset=opset,

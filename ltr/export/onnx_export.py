@@ -105,6 +105,7 @@ def export_ranker(
     opset: int = DEFAULT_OPSET,
     latency: bool = True,
     feature_sources: list[dict[str, Any]] | None = None,
+    feature_views: dict[str, dict[str, Any]] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export, check parity on ``validation``, time it, and publish the version folder."""
@@ -149,6 +150,7 @@ def export_ranker(
             "loss": meta.get("loss"),
             "n_features": len(ranker.feature_names),
             "feature_schema": feature_sources or feature_schema(ranker.feature_names),
+            "feature_views": feature_views or {},
             "input": {"name": "features", "dtype": "float32", "shape": ["n_docs", "n_features"]},
             "output": {"name": "scores", "dtype": "float32", "shape": ["n_docs"]},
             "metrics": meta.get("metrics", {}),

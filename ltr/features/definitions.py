@@ -180,3 +180,31 @@ def feature_schema(
         }
         for i, name in enumerate(feature_names)
     ]
+
+
+def feature_views_metadata(
+    n_features: int, doc_feature_indices: Iterable[int]
+) -> dict[str, dict[str, Any]]:
+    """What the serving side needs to read each view from Redis: join keys and vector size.
+
+    Stored in a model's metadata.json under ``feature_views``; views without columns are left
+    out.
+    """
+    query_doc, doc = split_feature_columns(n_features, doc_feature_indices)
+    out: dict[str, dict[str, Any]] = {}
+    if query_doc:
+        out[QUERY_DOC_VIEW] = {"join_keys": [QUERY_JOIN_KEY, DOC_JOIN_KEY], "dim": len(query_doc)}
+    if doc:
+        out[DOC_VIEW] = {"join_keys": [DOC_JOIN_KEY], "dim": len(doc)}
+    return out
+
+
+def online_schema(
+    feature_names: Sequence[str], doc_feature_indices: Iterable[int], default: float = 0.0
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(feature schema, feature views) for a model that reads all its features online."""
+    doc = list(doc_feature_indices)
+    return (
+        feature_schema(feature_names, doc, default),
+        feature_views_metadata(len(feature_names), doc),
+    )
