@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint format bench bench-quality bench-export clean
+.PHONY: install demo test test-all lint format bench bench-quality bench-export bench-serving clean
 
 install: $(STAMP)
 
@@ -38,13 +38,17 @@ format: install
 	$(VENV)/bin/ruff format ltr serving tests bench
 	$(VENV)/bin/ruff check --fix ltr serving tests bench
 
-bench: bench-export bench-quality
+bench: bench-export bench-quality bench-serving
 
 bench-export: install
 	$(PY) -m bench.export_latency
 
 bench-quality: install
 	$(PY) -m bench.quality
+
+bench-serving: install
+	$(PY) -m bench.serving
+	$(PY) -m bench.feature_read
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

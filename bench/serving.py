@@ -200,6 +200,27 @@ def rss_mb(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss / 2**20)
 
 
+def server_means_ms(port: int) -> dict[str, float]:
+    """Mean server-side time per stage (and end to end) from the service's own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        for metric, label in (
+            ("ltr_stage_latency_seconds", "stage"),
+            ("ltr_request_latency_seconds", "endpoint"),
+        ):
+            for suffix, store in (("_sum", sums), ("_count", counts)):
+                if name.startswith(metric + suffix + "{"):
+                    key = name.split(f'{label}="', 1)[1].split('"', 1)[0]
+                    store[key] = store.get(key, 0.0) + float(value)
+    return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
+
+
 def row(name: str, value: float, unit: str, target: str, ok: bool) -> tuple[str, str, str, str]:
     return name, f"{value:.2f} {unit}", target, "PASS" if ok else "FAIL"
 
@@ -241,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
         res = asyncio.run(run())
         mem = rss_mb(proc.pid)
+        stages = server_means_ms(port)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/models", timeout=5) as r:
             served = json.loads(r.read())
         fixed, sat, big = res["fixed"], res["sat"], res["big"]
@@ -289,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             f"saturation latency p50 {sat.pct_ms(50):.2f} ms, p99 {sat.pct_ms(99):.2f} ms; "
             f"1000 candidates p50 {big.pct_ms(50):.2f} ms"
         )
+        print("server-side means (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
         print(
             "versions served: "
             + ", ".join(

@@ -20,7 +20,7 @@ from serving.features.schema import MissingRequiredFeatures, assemble
 from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore
 from serving.redis_guard import RedisGuard
 from serving.routing import Decision, team_draft_interleave
-from serving.schemas import RankedDoc, RankRequest, RankResponse
+from serving.schemas import RankRequest, RankResponse
 from serving.settings import ServingSettings
 from serving.telemetry import Telemetry
 
@@ -69,8 +69,23 @@ class Scored:
 
 @dataclass
 class RankOutcome:
-    response: RankResponse
+    """A ranked answer as plain data (serialised once, straight to JSON, by the route)."""
+
+    payload: dict[str, Any]
     background: list[Callable[[], object]] = field(default_factory=list)
+
+    @property
+    def model_version(self) -> str:
+        return str(self.payload["model_version"])
+
+    @property
+    def variant(self) -> str:
+        return str(self.payload["variant"])
+
+    @property
+    def response(self) -> RankResponse:
+        """The validated response model (slower; for callers that want the typed object)."""
+        return RankResponse.model_validate(self.payload)
 
 
 class RankService:
@@ -170,9 +185,11 @@ class RankService:
     @staticmethod
     def _ranked(scored: Scored, top_k: int | None) -> list[dict[str, Any]]:
         order = scored.order if top_k is None else scored.order[:top_k]
-        ids, sc = scored.doc_ids, scored.scores
+        ids = scored.doc_ids
+        scores = scored.scores[order].astype(np.float64).tolist()
         return [
-            {"doc_id": ids[i], "score": float(sc[i]), "rank": r + 1} for r, i in enumerate(order)
+            {"doc_id": ids[i], "score": s, "rank": r}
+            for r, (i, s) in enumerate(zip(order.tolist(), scores, strict=True), start=1)
         ]
 
     # ------------------------------------------------------------ rank
@@ -210,13 +227,13 @@ class RankService:
             cached = True
         if req.top_k is not None:
             ranked = ranked[: req.top_k]
-        response = RankResponse(
-            request_id=request_id,
-            model_version=model.version,
-            variant=decision.variant,
-            ranked=[RankedDoc(**r) for r in ranked],
-            cached=cached,
-        )
+        payload = {
+            "request_id": request_id,
+            "model_version": model.version,
+            "variant": decision.variant,
+            "ranked": ranked,
+            "cached": cached,
+        }
         doc_order = [r["doc_id"] for r in ranked]
         shadow_version = decision.shadow_version
         if shadow_version is not None and shadow_version in snap.models:
@@ -235,7 +252,7 @@ class RankService:
                     doc_order,
                 )
             )
-        return RankOutcome(response, background)
+        return RankOutcome(payload, background)
 
     def _shadow(
         self,
@@ -282,20 +299,20 @@ class RankService:
         score_a = dict(zip(a.doc_ids, a.scores.tolist(), strict=True))
         score_b = dict(zip(b.doc_ids, b.scores.tolist(), strict=True))
         ranked = [
-            RankedDoc(
-                doc_id=d,
-                score=float(score_b[d] if team.get(d) == "b" else score_a[d]),
-                rank=r + 1,
-            )
+            {
+                "doc_id": d,
+                "score": float(score_b[d] if team.get(d) == "b" else score_a[d]),
+                "rank": r + 1,
+            }
             for r, d in enumerate(merged)
         ]
-        response = RankResponse(
-            request_id=request_id,
-            model_version=f"{version_a}|{version_b}",
-            variant=decision.variant,
-            ranked=ranked,
-            cached=False,
-        )
+        payload = {
+            "request_id": request_id,
+            "model_version": f"{version_a}|{version_b}",
+            "variant": decision.variant,
+            "ranked": ranked,
+            "cached": False,
+        }
         background: list[Callable[[], object]] = []
         if self.events.enabled:
             attribution = {d: team.get(d, "none") for d in merged}
@@ -310,7 +327,7 @@ class RankService:
                     interleave={"a": version_a, "b": version_b, "teams": attribution},
                 )
             )
-        return RankOutcome(response, background)
+        return RankOutcome(payload, background)
 
 
 __all__ = [

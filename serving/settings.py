@@ -42,6 +42,7 @@ class ServingSettings(BaseSettings):
 
     reload_interval_s: float = Field(2.0, gt=0)
     onnx_threads: int = Field(1, ge=1)
+    gc_tuning: bool = Field(True, description="freeze start-up objects, rarer young-gen GC")
     api_key: SecretStr | None = Field(None, description="required for admin actions")
 
     @model_validator(mode="after")
