@@ -1,0 +1,97 @@
+"""The pipeline config shared by the DAGs: typed, immutable, loaded from YAML.
+
+Path: ``LTR_PIPELINE_CONFIG`` (default ``configs/pipeline.yaml`` of the repository).
+Relative paths inside it are resolved against the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PATH = REPO_ROOT / "configs" / "pipeline.yaml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ValidationConfig(_Frozen):
+    """Expectations on raw data (see ltr.validation.ValidationPolicy)."""
+
+    label_set: tuple[float, ...] | None = None
+    min_docs_per_query: int = Field(1, ge=1)
+    max_docs_per_query: int = Field(5000, ge=1)
+    feature_min: float | None = None
+    feature_max: float | None = None
+    allow_duplicate_docs: bool = False
+    n_features: int | None = Field(None, ge=1)
+    max_missing_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class HoldoutConfig(_Frozen):
+    """Queries are split by a stable hash of the query id, so a query stays in its split
+    from one night to the next and champion and challengers see the same test queries."""
+
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    salt: str = "ltr-holdout"
+
+
+class TrainingPlan(_Frozen):
+    configs: tuple[Path, ...] = (Path("configs/mlp_lambdarank.yaml"), Path("configs/lightgbm.yaml"))
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+
+
+class Gates(_Frozen):
+    metric: str = "ndcg@10"
+    min_margin: float = Field(0.0, description="challenger minus champion on the held-out test")
+    parity_tolerance: float = Field(1e-5, gt=0)
+    latency_budget_ms: float = Field(10.0, gt=0, description="ONNX p99 at 100 rows")
+
+
+class PromotionDefaults(_Frozen):
+    strategy: Literal["canary", "blue_green"] = "canary"
+    canary_percent: float = Field(10.0, gt=0, le=100)
+    observe_minutes: float = Field(10.0, ge=0)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_p99_ms: float = Field(50.0, gt=0)
+    min_requests: int = Field(50, ge=0)
+    service_url: str | None = "http://127.0.0.1:8000"
+
+
+class PipelineConfig(_Frozen):
+    raw_dir: Path | None = Field(None, description="landing folder; default <LTR_HOME>/raw")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    doc_feature_indices: tuple[int, ...] = Field((), description="0-based document-only columns")
+    materialize_overlap_hours: float = Field(24.0, ge=0)
+    training: TrainingPlan = Field(default_factory=TrainingPlan)
+    gates: Gates = Field(default_factory=Gates)
+    registry_name: str = "ltr-ranker"
+    promotion: PromotionDefaults = Field(default_factory=PromotionDefaults)
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
+    """Read the pipeline config; errors name the file and the offending keys."""
+    p = Path(path or os.environ.get("LTR_PIPELINE_CONFIG") or DEFAULT_PATH)
+    if not p.is_file():
+        raise FileNotFoundError(f"pipeline config not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+        return PipelineConfig.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            ".".join(str(x) for x in e["loc"]) + ": " + e["msg"] for e in exc.errors()
+        )
+        raise ValueError(f"{p}: invalid pipeline config: {problems}") from None
