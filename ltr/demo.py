@@ -55,6 +55,7 @@ def run_demo(
     test: Path | None = None,
     settings: Settings | None = None,
     say: Callable[[str], None] = log.info,
+    serve: bool = True,
 ) -> dict[str, Any]:
     from ltr.compare import fetch_runs, format_table, plot_runs
     from ltr.data.letor import write_letor
@@ -99,6 +100,22 @@ def run_demo(
     best = max(summaries, key=lambda x: x["metrics"]["valid"]["ndcg@10"])
     ranker, meta = load_checkpoint(Path(best["run_dir"]))
     exported = export_ranker(ranker, meta, splits.valid, s.models_dir, overwrite=True)
+    say(
+        f"\nbetter model: {best['run_name']} (valid ndcg@10 "
+        f"{best['metrics']['valid']['ndcg@10']:.4f})"
+    )
+    say(f"exported:     {exported['path']} (parity {exported['parity']['max_abs_diff']:.1e})")
+    online: dict[str, Any] | None = None
+    if serve:
+        from ltr.demo_serving import online_demo
+
+        syn = configs[0].data.synthetic
+        doc_cols = (
+            list(range(syn.n_features - syn.n_doc_only, syn.n_features))
+            if train is None and syn is not None
+            else []
+        )
+        online = online_demo(ranker, meta, splits, doc_cols, s, say)
     elapsed = time.perf_counter() - t0
     result = {
         "runs": summaries,
@@ -106,14 +123,10 @@ def run_demo(
         "chart": str(chart),
         "exported": exported,
         "mlflow_tracking_uri": s.tracking_uri,
+        "online": online,
         "seconds": round(elapsed, 1),
     }
-    say(
-        f"\nbetter model: {best['run_name']} (valid ndcg@10 "
-        f"{best['metrics']['valid']['ndcg@10']:.4f})"
-    )
-    say(f"exported:     {exported['path']} (parity {exported['parity']['max_abs_diff']:.1e})")
-    say(f"chart:        {chart}")
+    say(f"\nchart:        {chart}")
     say(f"checkpoints:  {s.runs_dir}")
     say(f"mlflow:       {s.tracking_uri}  (browse: mlflow ui --backend-store-uri {s.tracking_uri})")
     say(f"done in {elapsed:.0f} s")

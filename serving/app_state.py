@@ -125,8 +125,19 @@ class AppState:
             await asyncio.sleep(self.settings.reload_interval_s)
             await asyncio.to_thread(self.poll_store)
 
+    def warm_readers(self) -> None:
+        """Build the feature readers of every served model before traffic arrives (the
+        SQLite fallback imports Feast, which takes seconds)."""
+        for model in self.store.snapshot.models.values():
+            try:
+                self.reader_for(model)
+            except Exception:  # a request will report the problem with its own error
+                log.exception("could not prepare the feature reader of %s", model.version)
+                self.readers.pop(model.version, None)
+
     async def start(self) -> None:
         await asyncio.to_thread(self.store.load)
+        await asyncio.to_thread(self.warm_readers)
         self.telemetry.models_loaded.set(len(self.store.snapshot.models))
         self.reload_task = asyncio.create_task(self.reload_loop())
 

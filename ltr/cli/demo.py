@@ -16,6 +16,9 @@ def demo(
     ] = None,
     valid: Annotated[Path | None, typer.Option(help="validation file (with --train)")] = None,
     test: Annotated[Path | None, typer.Option(help="test file (with --train)")] = None,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="stop after the export (no online store, no service)")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Generate data, train two rankers, compare them, export the better one to ONNX."""
@@ -25,9 +28,13 @@ def demo(
 
     try:
         result = run_demo(
-            train=train, valid=valid, test=test, say=(lambda _m: None) if json_out else typer.echo
+            train=train,
+            valid=valid,
+            test=test,
+            say=(lambda _m: None) if json_out else typer.echo,
+            serve=not no_serve,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     if json_out:
         emit_json(result)
