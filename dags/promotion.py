@@ -63,6 +63,21 @@ _NO_RETRY = ExceptionRetryPolicy(
 THRESHOLDS = "Thresholds (roll back when exceeded)"
 
 
+def _params() -> dict[str, Any]:
+    return dict(get_current_context()["params"])
+
+
+def _failed_steps() -> list[str]:
+    """Steps of this run that failed for good (read through the Task SDK, not the DB)."""
+    ti = get_current_context()["ti"]
+    try:
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
+    except Exception:  # an older API server: the reason just names no step
+        return []
+    mine = states.get(ti.run_id, {})
+    return [s for s in STEPS if mine.get(s) == "failed"]
+
+
 @dag(
     dag_id="ltr_promotion",
     dag_display_name="Promote a ranker (canary / blue-green)",
@@ -210,21 +225,6 @@ def ltr_promotion() -> Any:
     result = report(deployed, observation, promoted, rolled_back)
     branch >> [promoted, rolled_back, result]
     return result
-
-
-def _params() -> dict[str, Any]:
-    return dict(get_current_context()["params"])
-
-
-def _failed_steps() -> list[str]:
-    """Steps of this run that failed for good (read through the Task SDK, not the DB)."""
-    ti = get_current_context()["ti"]
-    try:
-        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
-    except Exception:  # an older API server: the reason just names no step
-        return []
-    mine = states.get(ti.run_id, {})
-    return [s for s in STEPS if mine.get(s) == "failed"]
 
 
 ltr_promotion()

@@ -1,0 +1,635 @@
+"""Task functions of the nightly retrain DAG (``dags/retrain.py``); each also runs from a shell.
+
+One run works on one data interval, named by its *run key* (the interval end, UTC,
+``20260102T020000Z``), and is safe to re-run:
+
+1. :func:`build_training_data`: labels up to ``as_of`` -> Feast point-in-time features ->
+   train / valid / test by a stable hash of the query id -> Parquet under
+   ``<LTR_HOME>/pipelines/retrain/<run key>/data/``;
+2. :func:`train_candidates`: every experiment config of the plan on those splits (a finished
+   checkpoint of the same config and data is reused, not retrained);
+3. :func:`evaluate_against_champion`: the production model of ``routing.json`` (its exported
+   ONNX) and every candidate on the same held-out test queries; the best candidate wins;
+4. :func:`export_challenger`: ONNX export with the parity gate and latency figures, feature
+   schema read online (Feast / Redis);
+5. :func:`register_and_request`: when every gate passes (:func:`judge_gates`), register in
+   MLflow (alias ``challenger``) and write ``<LTR_HOME>/promotions/requests/<version>.json``;
+   at most once per run key.
+
+Return values are small JSON-able dicts (paths and numbers): they travel as Airflow XComs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ltr.pipelines.config import Gates, HoldoutConfig, PipelineConfig
+from ltr.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ltr.data.dataset import LetorDataset
+    from ltr.training.config import ExperimentConfig
+
+__all__ = [
+    "SPLITS",
+    "GateCheck",
+    "GateDecision",
+    "NoTrainingData",
+    "as_of_from",
+    "build_training_data",
+    "evaluate_against_champion",
+    "export_challenger",
+    "judge_gates",
+    "latest_labels",
+    "register_and_request",
+    "requests_dir",
+    "run_key",
+    "split_of",
+    "split_queries",
+    "train_candidates",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+LATENCY_ROWS = 100  # the latency budget is ONNX Runtime p99 at this many documents
+TAG_RUN_KEY = "ltr.retrain.run_key"
+TAG_DATA = "ltr.retrain.data_fingerprint"  # over the three splits (the run's data)
+TAG_CONFIG = "ltr.retrain.config"
+
+
+class NoTrainingData(ValueError):
+    """Nothing to train on for this interval (no labels yet, or an empty split)."""
+
+
+# ------------------------------------------------------------------------- run key
+def _utc(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+
+
+def as_of_from(*candidates: dt.datetime | None) -> dt.datetime:
+    """The first given time, in UTC: the data interval end, else the logical date, else
+    ``run_after`` (an asset-triggered Airflow run has no data interval)."""
+    for ts in candidates:
+        if ts is not None:
+            return _utc(dt.datetime.fromisoformat(ts.isoformat()))
+    raise ValueError("no time to train up to: give the data interval end or run_after")
+
+
+def run_key(as_of: dt.datetime) -> str:
+    """The name of a run's interval: its end in UTC, e.g. ``20260102T020000Z``."""
+    return _utc(as_of).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _run_dir(settings: Settings, key: str) -> Path:
+    return settings.home.resolve() / "pipelines" / "retrain" / key
+
+
+def requests_dir(settings: Settings) -> Path:
+    """``<LTR_HOME>/promotions/requests``: one JSON file per promotion request."""
+    return settings.home.resolve() / "promotions" / "requests"
+
+
+# --------------------------------------------------------------------------- split
+def split_of(query_id: str, holdout: HoldoutConfig) -> str:
+    """``train``, ``valid`` or ``test`` from a salted sha256 of the query id alone.
+
+    It depends on nothing else, so a query keeps its split when more data arrives and
+    champion and challengers are always compared on the same test queries.
+    """
+    if holdout.valid_fraction + holdout.test_fraction >= 1.0:
+        raise ValueError("holdout valid_fraction + test_fraction must be below 1")
+    digest = hashlib.sha256(f"{holdout.salt}\x1f{query_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u < holdout.test_fraction:
+        return "test"
+    if u < holdout.test_fraction + holdout.valid_fraction:
+        return "valid"
+    return "train"
+
+
+def split_queries(ds: LetorDataset, holdout: HoldoutConfig) -> dict[str, LetorDataset]:
+    """``ds`` cut into train / valid / test by :func:`split_of` (queries keep their order)."""
+    names = [split_of(q, holdout) for q in ds.query_ids]
+    return {s: ds.subset_queries([i for i, n in enumerate(names) if n == s]) for s in SPLITS}
+
+
+# ---------------------------------------------------------------------------- data
+def latest_labels(labels: pd.DataFrame, as_of: dt.datetime) -> pd.DataFrame:
+    """Entity rows for Feast: each (query, doc)'s latest label at or before ``as_of``,
+    sorted by query and document so the same labels always give the same dataset."""
+    import pandas as pd
+
+    missing = {"query_id", "doc_id", "label", "event_timestamp"} - set(labels.columns)
+    if missing:
+        raise ValueError(f"labels lack column(s) {sorted(missing)}")
+    frame = labels[["query_id", "doc_id", "label", "event_timestamp"]].copy()
+    ts = pd.to_datetime(frame["event_timestamp"])
+    frame["event_timestamp"] = (
+        ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    )
+    frame["query_id"] = frame["query_id"].astype(str)
+    frame["doc_id"] = frame["doc_id"].astype(str)
+    frame = frame[frame["event_timestamp"] <= pd.Timestamp(_utc(as_of))]
+    frame = frame.sort_values(["query_id", "doc_id", "event_timestamp"], kind="stable")
+    frame = frame.drop_duplicates(["query_id", "doc_id"], keep="last")
+    return frame.reset_index(drop=True)
+
+
+def _combined_fingerprint(fingerprints: dict[str, str]) -> str:
+    blob = ";".join(f"{s}:{fingerprints[s]}" for s in SPLITS)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_training_data(
+    as_of: dt.datetime, cfg: PipelineConfig, settings: Settings
+) -> dict[str, Any]:
+    """Labels up to ``as_of`` with their point-in-time features, split and saved as Parquet.
+
+    Raises NoTrainingData when there are no labels yet or a split would be empty.
+    """
+    from ltr.data.parquet import to_parquet
+    from ltr.features.training_data import load_training_dataset
+    from ltr.pipelines.feature_pipeline import read_labels
+
+    as_of = _utc(as_of)
+    key = run_key(as_of)
+    entity_df = latest_labels(read_labels(settings, as_of), as_of)
+    if entity_df.empty:
+        raise NoTrainingData(f"no labels up to {as_of.isoformat()}: nothing to train on")
+    ds = load_training_dataset(entity_df, settings=settings, source=f"feast@{key}")
+    parts = split_queries(ds, cfg.training.holdout)
+    empty = [s for s, part in parts.items() if part.n_queries == 0]
+    if empty:
+        raise NoTrainingData(
+            f"{ds.n_queries} labelled queries up to {as_of.isoformat()} leave the "
+            f"{'/'.join(empty)} split(s) empty; wait for more data or change training.holdout"
+        )
+    folder = _run_dir(settings, key) / "data"
+    paths, fingerprints = {}, {}
+    for name, part in parts.items():
+        paths[name] = str(folder / f"{name}.parquet")
+        to_parquet(part, paths[name])
+        fingerprints[name] = part.fingerprint()
+    log.info("run %s: %d labelled rows, %d queries", key, ds.n_docs, ds.n_queries)
+    return {
+        "run_key": key,
+        "as_of": as_of.isoformat(),
+        "paths": paths,
+        "fingerprints": fingerprints,
+        "data_fingerprint": _combined_fingerprint(fingerprints),
+        "queries": {s: parts[s].n_queries for s in SPLITS},
+        "docs": {s: parts[s].n_docs for s in SPLITS},
+        "n_features": ds.n_features,
+    }
+
+
+def _load_split(data: dict[str, Any], name: str) -> LetorDataset:
+    """A split saved by :func:`build_training_data`, checked against its fingerprint."""
+    from ltr.data.parquet import from_parquet
+
+    ds = from_parquet(data["paths"][name])
+    if ds.fingerprint() != data["fingerprints"][name]:
+        raise ValueError(
+            f"{data['paths'][name]} changed since it was built (fingerprint mismatch); "
+            "re-run build_training_data for this interval"
+        )
+    return ds
+
+
+# --------------------------------------------------------------------------- train
+def _candidate_name(exp: ExperimentConfig, data: dict[str, Any]) -> str:
+    """Run (and model version) name: config name, run key, hash of config and data."""
+    tag = hashlib.sha256((exp.to_yaml() + data["data_fingerprint"]).encode()).hexdigest()[:8]
+    return f"{exp.name}-{data['run_key']}-{tag}"
+
+
+def _finished_run(
+    run_dir: Path, exp: ExperimentConfig, train: LetorDataset
+) -> dict[str, Any] | None:
+    """The summary of a complete checkpoint of the same config and training data, if any."""
+    from ltr.training.checkpoint import read_checkpoint_meta
+
+    try:
+        meta = read_checkpoint_meta(run_dir)
+        same_config = (run_dir / "config.yaml").read_text() == exp.to_yaml()
+    except (FileNotFoundError, ValueError):
+        return None
+    if not same_config or meta.get("data_fingerprint") != train.fingerprint():
+        return None
+    keys = ("model_type", "loss", "best_epoch", "epochs_run", "fit_seconds", "metrics")
+    return {
+        "run_name": run_dir.name,
+        "run_dir": str(run_dir),
+        "mlflow_run_id": meta.get("mlflow_run_id"),
+        "data_fingerprint": meta["data_fingerprint"],
+        **{k: meta.get(k) for k in keys},
+    }
+
+
+def train_candidates(
+    data: dict[str, Any], cfg: PipelineConfig, settings: Settings
+) -> list[dict[str, Any]]:
+    """Train every config of ``cfg.training`` (with its overrides) on the run's splits."""
+    from ltr.training.config import load_config
+    from ltr.training.runner import Splits, run_experiment
+
+    splits = Splits(*(_load_split(data, s) for s in SPLITS))
+    out = []
+    for path in cfg.training.configs:
+        exp = load_config(cfg.resolve(path), dict(cfg.training.overrides) or None)
+        name = _candidate_name(exp, data)
+        summary = _finished_run(settings.runs_dir.resolve() / name, exp, splits.train)
+        reused = summary is not None
+        if summary is None:
+            summary = run_experiment(
+                exp,
+                splits=splits,
+                run_name=name,
+                settings=settings,
+                progress=False,
+                extra_tags={
+                    TAG_RUN_KEY: data["run_key"],
+                    TAG_DATA: data["data_fingerprint"],
+                    TAG_CONFIG: str(path),
+                },
+            )
+        log.info("candidate %s (%s)", name, "reused" if reused else "trained")
+        out.append({"config": str(path), "reused": reused, **summary})
+    return out
+
+
+# ------------------------------------------------------------------------ evaluate
+def _metric_names(gates: Gates) -> list[str]:
+    from ltr.metrics import DEFAULT_METRICS, parse_metric
+
+    parse_metric(gates.metric)  # an unknown metric raises ValueError naming the valid ones
+    return list(dict.fromkeys([gates.metric.lower(), *DEFAULT_METRICS]))
+
+
+def _score(path: Path, test: LetorDataset, metrics: list[str]) -> dict[str, float]:
+    from ltr.evaluation import load_scorer
+    from ltr.metrics import evaluate
+
+    scorer = load_scorer(path)
+    if scorer.n_features != test.n_features:
+        raise ValueError(
+            f"{scorer.description} takes {scorer.n_features} features, the test split has "
+            f"{test.n_features}: they cannot be compared"
+        )
+    values = evaluate(test.labels, scorer.score(test), test.offsets, metrics)
+    return {k: float(v) for k, v in values.items()}
+
+
+def evaluate_against_champion(
+    data: dict[str, Any], candidates: list[dict[str, Any]], cfg: PipelineConfig, settings: Settings
+) -> dict[str, Any]:
+    """The champion (production of ``routing.json``, as exported ONNX) and every candidate on
+    the same held-out test split; the best candidate by ``cfg.gates.metric`` and its margin."""
+    from ltr.model_store import read_routing
+
+    if not candidates:
+        raise ValueError("no candidates to evaluate (training.configs is empty)")
+    metric = cfg.gates.metric.lower()
+    names = _metric_names(cfg.gates)
+    test = _load_split(data, "test")
+    scored = []
+    for cand in candidates:
+        values = _score(Path(cand["run_dir"]), test, names)
+        scored.append({**cand, "holdout": values, "value": values[metric]})
+    best = max(scored, key=lambda c: c["value"])  # ties: the first config of the plan
+    champion = None
+    routing = read_routing(settings.models_dir)
+    if routing and routing.get("production"):
+        version = str(routing["production"])
+        values = _score(settings.models_dir / "versions" / version, test, names)
+        champion = {"version": version, "holdout": values, "value": values[metric]}
+    margin = None if champion is None else best["value"] - champion["value"]
+    log.info(
+        "best %s %s=%.5f; champion %s; margin %s",
+        best["run_name"],
+        metric,
+        best["value"],
+        champion and champion["version"],
+        margin,
+    )
+    return {
+        "metric": metric,
+        "test_queries": test.n_queries,
+        "candidates": [
+            {"run_name": c["run_name"], "value": c["value"], "holdout": c["holdout"]}
+            for c in scored
+        ],
+        "best": best,
+        "challenger_value": best["value"],
+        "champion": champion,
+        "champion_value": None if champion is None else champion["value"],
+        "margin": margin,
+    }
+
+
+# ------------------------------------------------------------------------- gates
+@dataclass(frozen=True)
+class GateCheck:
+    gate: str  # "margin" | "parity" | "latency"
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    reason: str
+    checks: tuple[GateCheck, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "checks": {c.gate: {"passed": c.passed, "detail": c.detail} for c in self.checks},
+        }
+
+
+def _check_margin(gates: Gates, challenger: float | None, champion: float | None) -> GateCheck:
+    m = gates.metric
+    if challenger is None or not np.isfinite(challenger):
+        return GateCheck("margin", False, f"challenger {m} is not a number ({challenger})")
+    if champion is None:
+        return GateCheck("margin", True, f"no champion yet; challenger {m} {challenger:.5f}")
+    margin = challenger - champion
+    ok = bool(margin >= gates.min_margin)
+    word = "meets" if ok else "is below"
+    return GateCheck(
+        "margin",
+        ok,
+        f"{m} {challenger:.5f} vs champion {champion:.5f}: margin {margin:+.5f} {word} "
+        f"the minimum {gates.min_margin:+.5f}",
+    )
+
+
+def _check_parity(gates: Gates, max_abs_diff: float | None) -> GateCheck:
+    tol = gates.parity_tolerance
+    if max_abs_diff is None:
+        return GateCheck("parity", False, "ONNX parity was not measured")
+    ok = bool(max_abs_diff <= tol)
+    word = "within" if ok else "exceeds"
+    return GateCheck("parity", ok, f"ONNX max abs diff {max_abs_diff:.3e} {word} {tol:.1e}")
+
+
+def _check_latency(gates: Gates, p99_ms: float | None) -> GateCheck:
+    budget = gates.latency_budget_ms
+    if p99_ms is None:
+        return GateCheck("latency", False, f"ONNX latency at {LATENCY_ROWS} rows was not measured")
+    ok = bool(p99_ms <= budget)
+    word = "within" if ok else "over"
+    return GateCheck(
+        "latency", ok, f"ONNX p99 {p99_ms:.3f} ms at {LATENCY_ROWS} rows {word} {budget:g} ms"
+    )
+
+
+def judge_gates(
+    gates: Gates,
+    *,
+    challenger_value: float | None,
+    champion_value: float | None,
+    parity_max_abs_diff: float | None,
+    latency_p99_ms: float | None,
+) -> GateDecision:
+    """Accept only when every gate passes: margin over the champion (or no champion), ONNX
+    parity and the latency budget. The reason names each failed gate (or all passed)."""
+    checks = (
+        _check_margin(gates, challenger_value, champion_value),
+        _check_parity(gates, parity_max_abs_diff),
+        _check_latency(gates, latency_p99_ms),
+    )
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        reason = "; ".join(f"{c.gate} gate failed: {c.detail}" for c in failed)
+    else:
+        reason = "all gates passed: " + "; ".join(c.detail for c in checks)
+    return GateDecision(not failed, reason, checks)
+
+
+# -------------------------------------------------------------------------- export
+def _p99_at(latency: list[dict[str, float]], rows: int = LATENCY_ROWS) -> float | None:
+    for row in latency:
+        if int(row["rows"]) == rows:
+            return float(row["onnx_p99_ms"])
+    return None
+
+
+def _online_features(cfg: PipelineConfig, names: list[str], settings: Settings) -> dict[str, Any]:
+    """Schema and views of a model that reads every feature online; checked against the
+    offline store's layout, so the served model reads the columns it was trained on."""
+    from ltr.features.definitions import DOC_VIEW, online_schema
+    from ltr.features.ingest import read_layout
+    from ltr.features.store import offline_dir
+
+    doc = sorted(cfg.doc_feature_indices)
+    layout = read_layout(offline_dir(settings))
+    if layout is not None and (layout["n_features"] != len(names) or layout[DOC_VIEW] != doc):
+        raise ValueError(
+            f"the offline store holds {layout['n_features']} features, document-only "
+            f"{layout[DOC_VIEW]}; the pipeline config says {len(names)} features, "
+            f"document-only {doc} (doc_feature_indices)"
+        )
+    schema, views = online_schema(names, doc)
+    return {"feature_sources": schema, "feature_views": views}
+
+
+def export_challenger(
+    best: dict[str, Any], data: dict[str, Any], cfg: PipelineConfig, settings: Settings
+) -> dict[str, Any]:
+    """Export the best candidate into the model store with the parity gate and latency.
+
+    A failed gate is not an error: the result says which passed (``parity.ok``,
+    ``latency.ok``) and why not. An export that fails parity writes nothing; an existing
+    version folder of this candidate (an earlier try) is reused.
+    """
+    from ltr.export.onnx_export import ExportParityError, export_ranker
+    from ltr.training.checkpoint import load_checkpoint
+    from ltr.utils.io import sha256_file
+
+    version = str(best["run_name"])
+    folder = settings.models_dir / "versions" / version
+    reused = (folder / "metadata.json").is_file()
+    if reused:
+        meta = json.loads((folder / "metadata.json").read_text())
+        if sha256_file(folder / "model.onnx") != meta.get("sha256"):
+            raise ValueError(f"{folder}: model.onnx does not match its metadata; remove it")
+        parity, latency = meta["parity"], meta.get("latency_ms", [])
+    else:
+        ranker, meta = load_checkpoint(Path(best["run_dir"]))
+        try:
+            result = export_ranker(
+                ranker,
+                meta,
+                _load_split(data, "valid"),
+                settings.models_dir,
+                version=version,
+                tolerance=cfg.gates.parity_tolerance,
+                latency=True,
+                **_online_features(cfg, list(meta["feature_names"]), settings),
+            )
+        except ExportParityError as exc:
+            parity = {"max_abs_diff": exc.max_abs_diff, "tolerance": exc.tolerance}
+            check = _check_parity(cfg.gates, exc.max_abs_diff)
+            log.warning("%s: %s", version, check.detail)
+            return {
+                "version": version,
+                "path": None,
+                "sha256": None,
+                "ok": False,
+                "reason": f"parity gate failed: {check.detail}; nothing was written",
+                "parity": {"ok": False, **parity},
+                "latency": {"ok": None, "p99_ms": None, "budget_ms": cfg.gates.latency_budget_ms},
+                "reused": False,
+            }
+        meta = json.loads((Path(result["path"]) / "metadata.json").read_text())
+        parity, latency = meta["parity"], meta["latency_ms"]
+    p99 = _p99_at(latency)
+    checks = [_check_parity(cfg.gates, parity["max_abs_diff"]), _check_latency(cfg.gates, p99)]
+    failed = [f"{c.gate} gate failed: {c.detail}" for c in checks if not c.passed]
+    return {
+        "version": version,
+        "path": str(folder),
+        "sha256": meta["sha256"],
+        "ok": not failed,
+        "reason": "; ".join(failed) or None,
+        "parity": {
+            "ok": checks[0].passed,
+            "max_abs_diff": float(parity["max_abs_diff"]),
+            "tolerance": cfg.gates.parity_tolerance,
+        },
+        "latency": {
+            "ok": checks[1].passed,
+            "p99_ms": p99,
+            "budget_ms": cfg.gates.latency_budget_ms,
+        },
+        "feature_views": meta.get("feature_views", {}),
+        "reused": reused,
+    }
+
+
+# ------------------------------------------------------------------------ register
+def _existing_request(settings: Settings, key: str) -> dict[str, Any] | None:
+    folder = requests_dir(settings)
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("*.json")):
+        try:
+            request: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if request.get("run_key") == key:
+            return {**request, "path": str(path)}
+    return None
+
+
+def register_and_request(
+    evaluation: dict[str, Any],
+    export: dict[str, Any],
+    data: dict[str, Any],
+    cfg: PipelineConfig,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Register the challenger and open a promotion request, only when every gate passes.
+
+    Returns ``{"status": "requested" | "already_requested" | "rejected", "reason", ...}``.
+    At most one registration and one request per run key: a re-run finds the earlier
+    request (or the model version tagged with the run key) and adds nothing.
+    """
+    from ltr.registry import CHALLENGER, describe, register_model
+    from ltr.utils.io import write_json_atomic
+
+    key = data["run_key"]
+    base = {"run_key": key, "version": export["version"]}
+    earlier = _existing_request(settings, key)
+    tagged = [
+        v
+        for v in describe(cfg.registry_name, tracking_uri=settings.tracking_uri)
+        if v.tags.get(TAG_RUN_KEY) == key and v.store_version != export["version"]
+    ]
+    if earlier is not None or tagged:
+        found = earlier or {"version": tagged[-1].store_version, "path": None}
+        log.info("run %s already registered %s", key, found["version"])
+        return {
+            **base,
+            "status": "already_requested",
+            "reason": f"run {key} already registered {found['version']}",
+            "version": found["version"],
+            "request": found.get("path"),
+        }
+
+    decision = judge_gates(
+        cfg.gates,
+        challenger_value=evaluation["challenger_value"],
+        champion_value=evaluation["champion_value"],
+        parity_max_abs_diff=export["parity"]["max_abs_diff"],
+        latency_p99_ms=export["latency"]["p99_ms"],
+    )
+    base["gates"] = decision.to_dict()
+    if not decision.accepted:
+        log.warning("run %s: %s rejected: %s", key, export["version"], decision.reason)
+        return {**base, "status": "rejected", "reason": decision.reason}
+
+    best = evaluation["best"]
+    registered = register_model(
+        Path(export["path"]),
+        name=cfg.registry_name,
+        run_id=best.get("mlflow_run_id"),
+        alias=CHALLENGER,
+        tags={
+            TAG_RUN_KEY: key,
+            TAG_DATA: data["data_fingerprint"],
+            TAG_CONFIG: best["config"],
+            f"ltr.retrain.holdout.{evaluation['metric']}": repr(evaluation["challenger_value"]),
+        },
+        settings=settings,
+    )
+    request = {
+        "version": export["version"],
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "run_key": key,
+        "as_of": data["as_of"],
+        "metric": evaluation["metric"],
+        "metrics": {"holdout": best["holdout"], "training": best.get("metrics")},
+        "champion": evaluation["champion"],
+        "margin": evaluation["margin"],
+        "gates": decision.to_dict(),
+        "parity": export["parity"],
+        "latency": export["latency"],
+        "mlflow": {
+            "name": registered.name,
+            "version": registered.version,
+            "run_id": registered.run_id,
+            "aliases": list(registered.aliases),
+        },
+        "artifact": {"path": export["path"], "sha256": export["sha256"]},
+        "data": {
+            "fingerprint": data["data_fingerprint"],
+            "queries": data["queries"],
+            "docs": data["docs"],
+        },
+        "config": best["config"],
+    }
+    path = requests_dir(settings) / f"{export['version']}.json"
+    write_json_atomic(path, request)
+    log.info("run %s: promotion request %s (MLflow version %s)", key, path, registered.version)
+    return {
+        **base,
+        "status": "requested",
+        "reason": decision.reason,
+        "request": str(path),
+        "mlflow_model_version": registered.version,
+    }

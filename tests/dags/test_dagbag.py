@@ -1,0 +1,151 @@
+"""Conventions every DAG in dags/ keeps (STYLE.md 7): it imports, it is thin, it retries.
+
+Checked on the DagBag that Airflow itself builds from the DAG folder, and on the source of
+dags/*.py and ltr/pipelines/*.py with ``ast`` (what a file imports at its top level, and
+whether anything reaches for Airflow's metadata database).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.dags
+
+REPO = Path(__file__).resolve().parents[2]
+#: Set by tests/dags/conftest.py when it loads: dags/*.py plus the harness DAG, as links.
+DAGS_FOLDER = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+HARNESS = {"harness_check"}
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+PIPELINE_FILES = sorted((REPO / "ltr" / "pipelines").glob("*.py"))
+HEAVY = {
+    "torch",
+    "lightgbm",
+    "mlflow",
+    "feast",
+    "great_expectations",
+    "onnxruntime",
+    "pandas",
+    "sklearn",
+}
+#: Direct metadata-DB access: tasks talk to Airflow through the Task SDK only.
+DB_NAMES = {"Session", "create_session", "provide_session"}
+DB_MODULES = {"airflow.settings", "airflow.utils.session"}
+PARSE_BUDGET_S = 5.0
+
+
+def _dag_ids() -> list[str]:
+    """DAG ids of dags/ as Airflow parses them (at collection; parsing needs no database)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    return sorted(set(bag.dag_ids) - HARNESS)
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Root package names a module imports when it is loaded (not inside functions)."""
+    names: set[str] = set()
+    tree = ast.parse(path.read_text(), str(path))
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.If | ast.Try | ast.With):  # still run at import time
+            for block in ("body", "orelse", "finalbody", "handlers"):
+                for child in getattr(node, block, []):
+                    todo.extend(child.body if isinstance(child, ast.ExceptHandler) else [child])
+    return names
+
+
+def _db_access(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module in (*DB_MODULES, "airflow"):
+            found += [
+                f"{path.name}:{node.lineno} from {node.module} import {a.name}"
+                for a in node.names
+                if a.name in DB_NAMES or a.name == "*" or f"{node.module}.{a.name}" in DB_MODULES
+            ]
+        elif isinstance(node, ast.Import):
+            found += [
+                f"{path.name}:{node.lineno} import {a.name}"
+                for a in node.names
+                if a.name in DB_MODULES
+            ]
+    return found
+
+
+def test_every_dag_file_in_dags_imports_without_errors(dagbag) -> None:
+    assert DAG_FILES, "dags/ holds no DAG file"
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) - HARNESS, "no DAG found in dags/"
+
+
+@pytest.mark.parametrize("dag_id", _dag_ids())
+def test_dag_keeps_the_conventions(dagbag, dag_id: str) -> None:
+    dag = dagbag.dags.get(dag_id)
+    assert dag is not None, f"{dag_id} did not load: {dagbag.import_errors}"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.tags, f"{dag_id} has no tags"
+    assert (dag.doc_md or "").strip(), f"{dag_id} has no doc_md"
+    for t in dag.tasks:
+        assert t.retries >= 2, f"{dag_id}.{t.task_id}: retries {t.retries} < 2"
+        delay = t.retry_delay
+        assert isinstance(delay, timedelta) and delay.total_seconds() > 0, (
+            f"{dag_id}.{t.task_id}: no retry_delay"
+        )
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dag_file_imports_no_heavy_module_at_top_level(path: Path) -> None:
+    heavy = _top_level_imports(path) & HEAVY
+    assert not heavy, f"{path.name} imports {sorted(heavy)} at parse time; import in the task"
+
+
+@pytest.mark.parametrize("path", DAG_FILES + PIPELINE_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_task_uses_the_airflow_metadata_database_directly(path: Path) -> None:
+    assert _db_access(path) == []
+
+
+def test_the_import_checks_catch_what_they_are_meant_to(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import pandas as pd\n"
+        "try:\n    import torch\nexcept ImportError:\n    torch = None\n"
+        "from airflow.settings import Session\n"
+        "def task():\n    import mlflow\n    from airflow.utils.session import create_session\n"
+    )
+    assert _top_level_imports(bad) & HEAVY == {"pandas", "torch"}
+    assert _db_access(bad) == [
+        "bad.py:6 from airflow.settings import Session",
+        "bad.py:9 from airflow.utils.session import create_session",
+    ]
+
+
+def test_parsing_the_dag_folder_takes_under_five_seconds(airflow_db: str) -> None:
+    """In a fresh interpreter (nothing cached), as the DAG processor would."""
+    code = (
+        "import time; from airflow.dag_processing.dagbag import DagBag\n"
+        f"t = time.perf_counter(); bag = DagBag(dag_folder={str(DAGS_FOLDER)!r})\n"
+        "print(time.perf_counter() - t, len(bag.import_errors))"
+    )
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    parse_s, errors = out.stdout.split()[-2:]
+    assert int(errors) == 0, out.stderr[-2000:]
+    assert float(parse_s) < PARSE_BUDGET_S, (
+        f"parsing dags/ took {float(parse_s):.1f} s (whole process {time.perf_counter() - t0:.1f} s)"
+    )

@@ -1,0 +1,298 @@
+"""The nightly retrain DAG end to end on real services: Feast offline store (MQ2008 S1, first
+80 queries), MLflow (SQLite in a temporary LTR_HOME), Redis as the online store, the
+Airflow metadata database of the harness (``LTR_TEST_AIRFLOW_DB=sqlite|postgres``).
+
+One module-wide setup; the runs use different data intervals (run keys) so each scenario
+starts clean: a first run that registers, its re-run, a parity failure and a margin failure.
+Tiny models (MLP [16] for 3 epochs, LightGBM 30 trees) keep it fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.datasets]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/4"
+REGISTRY = "ltr-ranker-retrain-test"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # features and labels of the offline store
+FIRST = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)  # logical dates of the runs (one per scenario)
+PARITY = datetime(2026, 1, 3, 2, 0, tzinfo=UTC)
+MARGIN = datetime(2026, 1, 4, 2, 0, tzinfo=UTC)
+TASKS = (
+    "build_training_data",
+    "train_candidates",
+    "evaluate_against_champion",
+    "export_challenger",
+    "register_and_request",
+)
+
+MLP = {
+    "name": "mlp-tiny",
+    "seed": 7,
+    "model": {"type": "mlp", "params": {"hidden": [16], "dropout": 0.0}},
+    "loss": {"name": "lambdarank"},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "training": {"epochs": 3, "batch_size": 16, "patience": 3, "device": "cpu", "threads": 1},
+}
+LGBM = {
+    "name": "lgbm-tiny",
+    "seed": 7,
+    "model": {
+        "type": "lightgbm",
+        "params": {
+            "n_estimators": 30,
+            "learning_rate": 0.1,
+            "num_leaves": 7,
+            "min_child_samples": 5,
+            "early_stopping_rounds": 10,
+        },
+    },
+}
+
+
+def mq2008_s1() -> Path:
+    env = os.environ.get("LTR_DATASETS_DIR")
+    root = Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+    path = root / "mq2008" / "S1.txt"
+    if not path.is_file():
+        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
+    return path
+
+
+def redis_client() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis does not answer at {REDIS_URL}: {exc}")
+    return client
+
+
+class Env:
+    """The temporary platform: settings, config files, and helpers to run the DAG."""
+
+    def __init__(self, home: Path, monkeypatch: pytest.MonkeyPatch, dagbag: Any) -> None:
+        self.home = home
+        self.monkeypatch = monkeypatch
+        self.dagbag = dagbag
+        self.configs = home / "configs"
+        self.configs.mkdir(parents=True)
+        for spec in (MLP, LGBM):
+            (self.configs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+
+    @property
+    def settings(self) -> Any:
+        from ltr.settings import get_settings
+
+        return get_settings()
+
+    def use_gates(self, **gates: float) -> None:
+        """Point LTR_PIPELINE_CONFIG at a pipeline config with these gates."""
+        body = {
+            "doc_feature_indices": [],
+            "training": {
+                "configs": [
+                    str(self.configs / "mlp-tiny.yaml"),
+                    str(self.configs / "lgbm-tiny.yaml"),
+                ],
+                "holdout": {"valid_fraction": 0.2, "test_fraction": 0.2, "salt": "dag-test"},
+            },
+            # a generous latency budget: two shared cores must not make the test flaky
+            "gates": {"metric": "ndcg@10", "latency_budget_ms": 200.0, **gates},
+            "registry_name": REGISTRY,
+        }
+        path = self.home / f"pipeline-{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(yaml.safe_dump(body))
+        self.monkeypatch.setenv("LTR_PIPELINE_CONFIG", str(path))
+
+    def run(self, logical_date: datetime) -> tuple[Any, dict[str, Any]]:
+        run = self.dagbag.dags["ltr_retrain"].test(logical_date=logical_date)
+        tis = {ti.task_id: ti for ti in run.get_task_instances()}
+        states = {t: tis[t].state for t in TASKS}
+        values = {t: tis[t].xcom_pull(task_ids=t) for t in TASKS}
+        return run, {"states": states, **values}
+
+    def versions(self) -> list[Any]:
+        from ltr.registry import describe
+
+        return describe(REGISTRY, tracking_uri=self.settings.tracking_uri)
+
+    def requests(self) -> list[Path]:
+        folder = self.home / "promotions" / "requests"
+        return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def env(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """MQ2008 S1 (first 80 queries) and its labels in a fresh offline store, applied to Feast."""
+    from ltr.data.letor import read_letor
+    from ltr.features.ingest import ingest_letor
+    from ltr.features.store import apply, offline_dir
+    from ltr.pipelines.feature_pipeline import write_labels
+    from ltr.settings import get_settings
+
+    path = mq2008_s1()
+    client = redis_client()
+    home = tmp_path_factory.mktemp("retrain") / "home"
+    project = f"ltrretrain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LTR_HOME", str(home))
+        mp.setenv("LTR_REDIS_URL", REDIS_URL)
+        mp.setenv("LTR_FEAST_PROJECT", project)
+        for name in ("LTR_MLFLOW_TRACKING_URI", "LTR_MLFLOW_EXPERIMENT", "MLFLOW_TRACKING_URI"):
+            mp.delenv(name, raising=False)
+        get_settings.cache_clear()
+        try:
+            ds = read_letor(path).subset_queries(list(range(80)))
+            store = offline_dir()
+            result = ingest_letor(ds, store, doc_feature_indices=[], event_timestamp=T0, name="S1")
+            write_labels(ds, store, partition=result["partition"], event_timestamp=T0)
+            apply()
+            yield Env(home, mp, dagbag)
+        finally:
+            get_settings.cache_clear()
+            keys = list(client.scan_iter(match=f"*{project}", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def first_run(env: Env) -> dict[str, Any]:
+    env.use_gates(min_margin=0.0, parity_tolerance=1e-5)
+    run, out = env.run(FIRST)
+    return {"run": run, **out}
+
+
+def test_a_nightly_run_registers_a_challenger_and_opens_a_promotion_request(
+    env: Env, first_run: dict[str, Any]
+) -> None:
+    from ltr.registry import get_alias
+
+    assert first_run["run"].state == "success"
+    assert set(first_run["states"].values()) == {"success"}
+    data = first_run["build_training_data"]
+    assert data["run_key"] == "20260102T020000Z"
+    assert sum(data["queries"].values()) == 80 and min(data["queries"].values()) > 0
+    assert all(Path(p).is_file() for p in data["paths"].values())
+    assert [c["run_name"].split("-20260102")[0] for c in first_run["train_candidates"]] == [
+        "mlp-tiny",
+        "lgbm-tiny",
+    ]
+
+    evaluation = first_run["evaluate_against_champion"]
+    assert evaluation["champion"] is None and evaluation["margin"] is None
+    assert evaluation["challenger_value"] == max(c["value"] for c in evaluation["candidates"])
+
+    result = first_run["register_and_request"]
+    assert result["status"] == "requested", result
+    version = result["version"]
+    assert version == evaluation["best"]["run_name"] == first_run["export_challenger"]["version"]
+
+    # MLflow: alias challenger, lineage tags
+    challenger = get_alias(REGISTRY, "challenger", tracking_uri=env.settings.tracking_uri)
+    assert challenger is not None and challenger.store_version == version
+    assert challenger.version == result["mlflow_model_version"]
+    tags = challenger.tags
+    assert tags["ltr.retrain.run_key"] == data["run_key"]
+    assert tags["ltr.retrain.data_fingerprint"] == data["data_fingerprint"]
+    assert tags["ltr.data_fingerprint"] == data["fingerprints"]["train"]
+    assert tags["ltr.retrain.config"].endswith(".yaml")
+    assert tags["ltr.code_version"] and tags["ltr.config_hash"] and tags["ltr.sha256"]
+
+    # the promotion request
+    request_path = env.home / "promotions" / "requests" / f"{version}.json"
+    assert env.requests() == [request_path]
+    request = json.loads(request_path.read_text())
+    assert request["version"] == version and request["run_key"] == data["run_key"]
+    assert request["champion"] is None
+    assert request["mlflow"]["version"] == challenger.version
+    assert request["metrics"]["holdout"]["ndcg@10"] == evaluation["challenger_value"]
+    assert request["gates"]["accepted"] is True
+    assert request["created_at"]
+
+    # the artifact reads its features online and passed parity
+    metadata = json.loads(
+        (env.home / "models" / "versions" / version / "metadata.json").read_text()
+    )
+    assert metadata["feature_views"] == {
+        "query_doc_features": {"join_keys": ["query_id", "doc_id"], "dim": 46}
+    }
+    assert {f["source"] for f in metadata["feature_schema"]} == {"query_doc_features"}
+    assert metadata["parity"]["max_abs_diff"] <= metadata["parity"]["tolerance"] == 1e-5
+    assert any(row["rows"] == 100 for row in metadata["latency_ms"])
+
+
+def test_rerunning_the_same_interval_registers_nothing_new(
+    env: Env, first_run: dict[str, Any]
+) -> None:
+    before_versions = [v.version for v in env.versions()]
+    before_requests = {p: p.read_bytes() for p in env.requests()}
+    run, out = env.run(FIRST)
+    assert run.state == "success"
+    assert all(c["reused"] for c in out["train_candidates"])  # checkpoints reused, not retrained
+    assert out["export_challenger"]["reused"] is True
+    assert out["register_and_request"]["status"] == "already_requested"
+    assert out["register_and_request"]["version"] == first_run["register_and_request"]["version"]
+    assert [v.version for v in env.versions()] == before_versions
+    assert {p: p.read_bytes() for p in env.requests()} == before_requests
+
+
+def test_a_challenger_that_fails_parity_is_neither_registered_nor_requested(
+    env: Env, first_run: dict[str, Any]
+) -> None:
+    before_versions = [v.version for v in env.versions()]
+    before_requests = env.requests()
+    env.use_gates(min_margin=0.0, parity_tolerance=1e-12)
+    run, out = env.run(PARITY)
+    assert run.state == "success"  # a failed gate ends the run, it does not fail it
+    export = out["export_challenger"]
+    assert export["parity"]["ok"] is False and export["path"] is None
+    assert not (env.home / "models" / "versions" / export["version"]).exists()
+    result = out["register_and_request"]
+    assert result["status"] == "rejected"
+    assert "parity gate failed" in result["reason"]
+    assert [v.version for v in env.versions()] == before_versions
+    assert env.requests() == before_requests
+
+
+def test_a_challenger_no_better_than_the_champion_is_rejected(
+    env: Env, first_run: dict[str, Any]
+) -> None:
+    from ltr.model_store import ROUTING_FILE, serve_single
+
+    champion = first_run["register_and_request"]["version"]
+    models = env.home / "models"
+    serve_single(models, champion)
+    try:
+        before_versions = [v.version for v in env.versions()]
+        before_requests = env.requests()
+        env.use_gates(min_margin=0.5, parity_tolerance=1e-5)
+        run, out = env.run(MARGIN)
+        assert run.state == "success"
+        evaluation = out["evaluate_against_champion"]
+        assert evaluation["champion"]["version"] == champion
+        # same data and configs: the champion scores what it scored as the first challenger
+        assert evaluation["champion_value"] == pytest.approx(
+            first_run["evaluate_against_champion"]["challenger_value"], abs=1e-6
+        )
+        result = out["register_and_request"]
+        assert result["status"] == "rejected"
+        assert result["reason"].startswith("margin gate failed")
+        assert result["gates"]["checks"]["margin"]["passed"] is False
+        assert [v.version for v in env.versions()] == before_versions
+        assert env.requests() == before_requests
+    finally:
+        (models / ROUTING_FILE).unlink(missing_ok=True)
