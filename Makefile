@@ -25,6 +25,8 @@ demo: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@echo "== DAG tests again with Airflow's metadata database on PostgreSQL"
+	LTR_TEST_AIRFLOW_DB=postgres $(PY) -m pytest -m dags tests/dags $(PYTEST_ARGS)
 
 test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
