@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint format bench bench-quality bench-export bench-serving clean
+.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving clean
 
 install: $(STAMP)
 
@@ -51,6 +51,26 @@ bench-quality: install
 bench-serving: install
 	$(PY) -m bench.serving
 	$(PY) -m bench.feature_read
+
+# Airflow standalone for the UI on http://localhost:$(AIRFLOW_PORT) (blocks; Ctrl-C stops it):
+# metadata DB SQLite under $(LTR_HOME)/airflow unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is
+# set, DAGs from dags/, no examples, LocalExecutor with AIRFLOW_PARALLELISM task slots.
+# See docs/airflow.md.
+AIRFLOW_PORT ?= 8080
+AIRFLOW_PARALLELISM ?= 4
+airflow: install
+	@mkdir -p "$(abspath $(or $(LTR_HOME),var))/airflow"
+	PATH="$(abspath $(VENV))/bin:$$PATH" \
+	LTR_HOME="$(abspath $(or $(LTR_HOME),var))" \
+	AIRFLOW_HOME="$(abspath $(or $(LTR_HOME),var))/airflow" \
+	AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+	AIRFLOW__CORE__PARALLELISM=$(AIRFLOW_PARALLELISM) \
+	AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
+	$(VENV)/bin/airflow standalone
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -20,24 +20,31 @@ FEATURES = Asset(FEATURES_ASSET_URI)
 DOC_MD = """
 ### Daily feature pipeline
 
-Moves one day of raw judgments into the feature store. The run covers its data interval
-`[data_interval_start, data_interval_end)` (one UTC day; the schedule is a *data-interval*
-daily cron, so a manual run triggered at a midnight covers the day before it).
+Moves one day of raw judgments into the feature store. A run covers its data interval
+`[data_interval_start, data_interval_end)`: one UTC day. The schedule is a *data-interval*
+daily cron, so the run at midnight (or a manual run for a midnight) covers the day before.
 
-| task | what it does |
-|---|---|
-| `find_raw` | lists `<raw_dir>/<YYYY-MM-DD>/*.txt` for the interval's days (`raw_dir` from the pipeline config, default `$LTR_HOME/raw`); nothing landed → **skips** the rest of the run (the run still succeeds) |
-| `validate` | Great Expectations on every file (`validation:` in the pipeline config) and the offline store's feature layout; reports go to `$LTR_HOME/reports/validation/<YYYY-MM-DD>/`; a failure **fails the run at once** (no retry) and nothing is written |
-| `write_offline` | each file into the offline Parquet tables (event time = the file's day at 00:00 UTC) and its judgments into `labels.parquet/` |
-| `apply` | registers `feature_repo/` with Feast |
-| `materialize` | loads `[start - materialize_overlap_hours, end]` into the online store (Redis when `LTR_REDIS_URL` is set) |
-| `publish` | marks the Asset `ltr://features/offline` updated; the retrain DAG is scheduled on it |
+1. **find_raw**: lists `<raw_dir>/<YYYY-MM-DD>/*.txt` for the interval's days (`raw_dir`
+   from the pipeline config, default `$LTR_HOME/raw`). Nothing landed: the rest of the run
+   is **skipped** and the run still succeeds.
+2. **validate**: Great Expectations on every file (`validation:` of the pipeline config)
+   and the offline store's feature layout. Reports go to
+   `$LTR_HOME/reports/validation/<YYYY-MM-DD>/` whatever the outcome. Bad data **fails
+   the run at once** (no retry) and nothing is written.
+3. **write_offline**: each file into the offline Parquet tables (event time: the file's
+   day at 00:00 UTC) and its judgments into `labels.parquet/` (the retrain DAG's entity
+   rows).
+4. **apply**: registers `feature_repo/` with Feast.
+5. **materialize**: loads `[start - materialize_overlap_hours, end]` into the online
+   store (Redis when `LTR_REDIS_URL` is set).
+6. **publish**: marks the Asset `ltr://features/offline` updated (the event's extra says
+   which partitions); the retrain DAG is scheduled on it.
 
-Every task is idempotent for its interval: clearing and re-running a day rewrites the
-same files byte for byte and the same online values. Configuration comes from the
-environment only: `LTR_HOME`, `LTR_REDIS_URL`, `LTR_FEAST_PROJECT`, `LTR_PIPELINE_CONFIG`
-(default `configs/pipeline.yaml`). From a shell: `ltr data validate`, `ltr data ingest`,
-`ltr features apply`, `ltr features materialize`.
+Every task is idempotent for its interval: clearing and re-running a day rewrites the same
+files byte for byte and the same online values. Configuration comes from the environment
+only: `LTR_HOME`, `LTR_REDIS_URL`, `LTR_FEAST_PROJECT`, `LTR_PIPELINE_CONFIG` (default
+`configs/pipeline.yaml`). The same steps from a shell: `ltr data validate`,
+`ltr data ingest`, `ltr features apply`, `ltr features materialize`.
 """
 
 DEFAULT_ARGS: dict[str, Any] = {
@@ -155,11 +162,12 @@ def ltr_feature_pipeline() -> None:
         get_current_context()["outlet_events"][FEATURES].extra = extra
         return extra
 
-    files = find_raw()
-    checked = validate(files)
-    written = write_offline(files)
-    applied = apply_features()
-    materialized = materialize()
+    # XComArgs at parse time, the values at run time: typed Any for the type checker.
+    files: Any = find_raw()
+    checked: Any = validate(files)
+    written: Any = write_offline(files)
+    applied: Any = apply_features()
+    materialized: Any = materialize()
     checked >> written >> applied >> materialized
     publish(written, materialized)
 

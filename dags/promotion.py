@@ -185,9 +185,7 @@ def ltr_promotion() -> Any:
         return [step, "report"] if step else ["report"]
 
     @task
-    def promote(
-        deployed: dict[str, Any], observation: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    def promote(deployed: dict[str, Any], observation: dict[str, Any] | None) -> dict[str, Any]:
         from ltr.pipelines.promotion import promote_step
 
         return promote_step(_params(), deployed, observation)
@@ -217,14 +215,16 @@ def ltr_promotion() -> Any:
         get_current_context()["ti"].xcom_push("return_value", result)  # the run's result
         raise AirflowFailException(f"{result['status']}: {result['reason']}")
 
-    deployed = deploy()
-    observation = observe(deployed, shift_traffic(deployed))
-    branch = decide(deployed, observation)
-    promoted = promote(deployed, observation)
-    rolled_back = rollback(deployed, observation)
-    result = report(deployed, observation, promoted, rolled_back)
+    # XComArgs at parse time, the values at run time: typed Any for the type checker.
+    deployed: Any = deploy()
+    shifted: Any = shift_traffic(deployed)
+    observation: Any = observe(deployed, shifted)
+    branch: Any = decide(deployed, observation)
+    promoted: Any = promote(deployed, observation)
+    rolled_back: Any = rollback(deployed, observation)
+    result: Any = report(deployed, observation, promoted, rolled_back)
     branch >> [promoted, rolled_back, result]
-    return result
+    return result  # the run's result (Airflow 3 DAG result)
 
 
 ltr_promotion()

@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ltr.data.errors import LetorFormatError
 from ltr.features.definitions import DOC_JOIN_KEY, DOC_VIEW, EVENT_TIMESTAMP, QUERY_JOIN_KEY
 from ltr.features.ingest import ingest_letor, read_layout
 from ltr.features.store import offline_dir
@@ -220,7 +221,7 @@ def validate_raw(
         name = report_name(path)
         try:
             report = validate_file(path, policy, report_dir=day_dir, name=name)
-        except ValueError as exc:  # LetorFormatError (file:line: reason): cannot be validated
+        except LetorFormatError as exc:  # file:line: reason; the file cannot be validated
             report_path = day_dir / f"{name}.validation.json"
             write_json_atomic(
                 report_path,
@@ -312,10 +313,11 @@ def write_offline(
     store = offline_dir(settings)
     layout = read_layout(store)
     n_features = cfg.validation.n_features or (int(layout["n_features"]) if layout else None)
-    missing = "impute" if cfg.validation.max_missing_fraction > 0 else "reject"
-    datasets = [
-        (Path(p), read_letor(p, n_features=n_features, missing=missing)) for p in files
-    ]
+    # Validation allowed some missing cells: ingest them imputed (the store takes no NaN).
+    missing: Literal["reject", "impute"] = (
+        "impute" if cfg.validation.max_missing_fraction > 0 else "reject"
+    )
+    datasets = [(Path(p), read_letor(p, n_features=n_features, missing=missing)) for p in files]
     written: list[dict[str, Any]] = []
     for path, ds in datasets:
         event_ts = file_event_time(path, interval_start)

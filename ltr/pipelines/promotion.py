@@ -141,11 +141,10 @@ def _needs_rollout(deployed: Mapping[str, Any]) -> bool:
 def shift_step(params: Mapping[str, Any], deployed: Mapping[str, Any]) -> dict[str, Any]:
     """Route the canary share (or, blue-green, all traffic) to the new version."""
     if not _needs_rollout(deployed):
-        why = (
-            "nothing to do"
-            if deployed.get("status") != "deployed"
-            else "no other production version to compare against: promoted directly"
-        )
+        why = {
+            "already_promoted": "already promoted: nothing to do",
+            "registry_behind": "serves alone already: only the registry alias is moved",
+        }.get(str(deployed.get("status")), "no other production version: promoted directly")
         return {"shifted": False, "why": why}
     plan = plan_from_params(params)
     models = _models_dir()

@@ -160,6 +160,30 @@ def online_vectors(env: Env, ds: LetorDataset, queries: list[str]) -> dict[str, 
     return out
 
 
+# --------------------------------------------------------------------------- declaration
+def test_the_dag_follows_the_platform_conventions(dagbag: Any) -> None:
+    from datetime import timedelta
+
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    from ltr.pipelines.feature_pipeline import FEATURES_ASSET_URI
+
+    assert not [f for f in dagbag.import_errors if "feature_pipeline" in f]
+    dag = dagbag.dags[DAG_ID]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md and {"ltr", "features"} <= set(dag.tags)
+    timetable = coerce_to_core_timetable(dag.timetable)  # what the scheduler uses
+    assert timetable.summary == "0 0 * * *"  # @daily
+    assert timetable.infer_manual_data_interval(run_after=LOGICAL_DATE) == (
+        datetime(2026, 1, 1, tzinfo=UTC),
+        LOGICAL_DATE,
+    )
+    for t in dag.tasks:
+        assert t.retries >= 2 and t.retry_delay >= timedelta(minutes=1)
+    assert [t.task_id for t in dag.topological_sort()] == TASKS
+    assert [a.uri for a in dag.get_task("publish").outlets] == [FEATURES_ASSET_URI]
+
+
 # ------------------------------------------------------------------- a landed day, twice
 @pytest.fixture(scope="module")
 def landed(
@@ -285,6 +309,7 @@ def test_a_bad_label_fails_the_run_at_validation_and_writes_nothing(
     assert run.state == "failed"
     assert states["find_raw"] == "success"
     assert states["validate"] == "failed"
+    assert run.get_task_instance("validate").try_number == 1  # bad data is not retried
     assert {states[t] for t in TASKS[2:]} == {"upstream_failed"}
     assert not env.offline.exists()
     assert not (env.home / "feast").exists()
