@@ -10,6 +10,8 @@ module imports Airflow.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -52,8 +54,10 @@ def _sql_alchemy_conn() -> str:
 # The DAG folder Airflow scans: the project's DAG files plus the harness DAG, as links.
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
 DAGS_FOLDER.mkdir()
-for _src in [*sorted((REPO / "dags").glob("*.py")), Path(__file__).parent / "harness" / "harness_check.py"]:
+_HARNESS_DAG = Path(__file__).parent / "harness" / "harness_check.py"
+for _src in [*sorted((REPO / "dags").glob("*.py")), _HARNESS_DAG]:
     (DAGS_FOLDER / _src.name).symlink_to(_src)
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
@@ -79,14 +83,13 @@ def airflow_db() -> Iterator[str]:
         timeout=300,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+        raise RuntimeError(
+            f"airflow db migrate failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+        )
     yield os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     if DB_KIND == "postgres":
-        try:
+        with contextlib.suppress(Exception):  # best effort
             _pg(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-        except Exception:  # best effort
-            pass
-    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

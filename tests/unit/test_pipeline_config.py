@@ -31,7 +31,7 @@ def test_an_unknown_key_is_named_with_the_file(tmp_path: Path) -> None:
 def test_an_out_of_range_value_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "p.yaml"
     bad.write_text("promotion:\n  canary_percent: 150\n")
-    with pytest.raises(ValueError, match="promotion.canary_percent"):
+    with pytest.raises(ValueError, match=r"promotion\.canary_percent"):
         load_pipeline_config(bad)
 
 
