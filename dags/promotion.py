@@ -13,14 +13,17 @@ Trigger it by hand (**Trigger** → fill in the form). It runs the same code as
 3. **observe**: for `observe_minutes`, the live service's per-version counters
    (`GET /api/v1/models`) and latency histogram (`GET /metrics`): requests, errors and
    p99 of the new version over the window.
-4. **decide**: promote when it got at least `min_requests` requests, an error rate of at
-   most `max_error_rate` and a p99 of at most `max_p99_ms`; otherwise roll back (too
+4. **decide**: `promote` when it got at least `min_requests` requests, an error rate of at
+   most `max_error_rate` and a p99 of at most `max_p99_ms`; otherwise `rollback` (too
    little traffic rolls back too: a canary is never left on unwatched).
-5. **promote** (all traffic, MLflow alias `champion`) or **rollback** (the champion serves
-   alone again, with the reason). The rollback task also runs when an earlier step failed
-   for good, so a failure never leaves a canary half on.
-6. **report**: the run's result (what happened and why). A rolled-back or failed
-   promotion fails this task, so the run shows red, with the reason in its log and XCom.
+5. **promote**: all traffic to the new version, MLflow alias `champion` moved to it
+   (skipped unless the decision is `promote`).
+6. **rollback**: the champion serves alone again, recorded with the reason. It runs
+   whatever happened upstream: on a `rollback` decision, and also when any earlier step
+   (promote included) failed for good, so a failure never leaves a canary half on. It is
+   skipped when the version is not being rolled out.
+7. **report**: the run's result (what happened and why, also in its XCom). A rolled-back
+   or failed promotion fails this task, so the run shows red with the reason.
 
 Every step is recorded in `<LTR_HOME>/models/promotions.jsonl`. Defaults of the form come
 from the `promotion` section of the pipeline config (`LTR_PIPELINE_CONFIG`, default
@@ -72,7 +75,7 @@ def _failed_steps() -> list[str]:
     ti = get_current_context()["ti"]
     try:
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
-    except Exception:  # an older API server: the reason just names no step
+    except Exception:  # best effort: the reason then names no step
         return []
     mine = states.get(ti.run_id, {})
     return [s for s in STEPS if mine.get(s) == "failed"]
@@ -176,27 +179,39 @@ def ltr_promotion() -> Any:
 
         return observe_step(_params(), deployed, shifted)
 
-    @task.branch
-    def decide(deployed: dict[str, Any], observation: dict[str, Any] | None) -> list[str]:
-        from ltr.pipelines.promotion import decide as verdict
+    @task
+    def decide(deployed: dict[str, Any], observation: dict[str, Any] | None) -> str:
+        """promote | rollback | nothing_to_do: a verdict is a result, never retried."""
+        from ltr.pipelines.promotion import decide as decision
 
-        follow = {"promote": "promote", "rollback": "rollback", "nothing_to_do": None}
-        step = follow[verdict(deployed, observation)]
-        return [step, "report"] if step else ["report"]
+        return decision(deployed, observation)
 
     @task
-    def promote(deployed: dict[str, Any], observation: dict[str, Any] | None) -> dict[str, Any]:
+    def promote(
+        decision: str, deployed: dict[str, Any], observation: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ltr.pipelines.promotion import promote_step
 
+        if decision != "promote":
+            raise AirflowSkipException(f"decision: {decision}")
         return promote_step(_params(), deployed, observation)
 
+    # Runs whatever happened upstream (a rollback verdict, or a step that failed for good,
+    # promote included); skipped when the version is not being rolled out.
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def rollback(
         deployed: dict[str, Any] | None, observation: dict[str, Any] | None
     ) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ltr.pipelines.promotion import rollback_step
 
-        return rollback_step(_params(), deployed, observation, _failed_steps())
+        result = rollback_step(_params(), deployed, observation, _failed_steps())
+        if not result["changed"]:
+            raise AirflowSkipException(result["why"])
+        return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def report(
@@ -219,12 +234,11 @@ def ltr_promotion() -> Any:
     deployed: Any = deploy()
     shifted: Any = shift_traffic(deployed)
     observation: Any = observe(deployed, shifted)
-    branch: Any = decide(deployed, observation)
-    promoted: Any = promote(deployed, observation)
+    decision: Any = decide(deployed, observation)
+    promoted: Any = promote(decision, deployed, observation)
     rolled_back: Any = rollback(deployed, observation)
-    result: Any = report(deployed, observation, promoted, rolled_back)
-    branch >> [promoted, rolled_back, result]
-    return result  # the run's result (Airflow 3 DAG result)
+    promoted >> rolled_back
+    return report(deployed, observation, promoted, rolled_back)  # the run's result
 
 
 ltr_promotion()

@@ -41,18 +41,6 @@ from ltr.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-#: The DAG's Params, in form order.
-PARAMS = (
-    "model_version",
-    "strategy",
-    "canary_percent",
-    "observe_minutes",
-    "max_error_rate",
-    "max_p99_ms",
-    "min_requests",
-    "service_url",
-)
-
 Decision = Literal["promote", "rollback", "nothing_to_do"]
 
 
@@ -245,8 +233,9 @@ def rollback_step(
     with _locked(models):
         routing = read_routing(models)
         if not v or v not in _in_flight(routing):
-            log.info("%s is not being rolled out; nothing to roll back", v or "(no version)")
-            return {"status": "nothing_to_roll_back", "changed": False, "reason": reason}
+            why = f"{v or '(no version)'} is not being rolled out: nothing to roll back"
+            log.info("%s", why)
+            return {"status": "nothing_to_roll_back", "changed": False, "why": why}
         back = _rollback(
             models,
             reason=reason,
@@ -274,7 +263,7 @@ def outcome(
     failed_steps: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What the run did and why: ``status`` is ``promoted``, ``already_promoted``,
-    ``rolled_back`` or ``failed`` (a step failed; see ``failed_steps``)."""
+    ``rolled_back`` (on the observation's verdict) or ``failed`` (see ``reason``)."""
     v = str(params.get("model_version") or "").strip()
     out: dict[str, Any] = {
         "version": v,
@@ -283,24 +272,31 @@ def outcome(
         "observation": _summary(observation),
         "failed_steps": list(failed_steps),
     }
-    if promoted and not failed_steps:
-        return {**out, "status": "promoted", "reason": promoted["reason"]}
-    if deployed and deployed.get("status") == "already_promoted" and not failed_steps:
-        return {
-            **out,
-            "status": "already_promoted",
-            "reason": f"{v} already serves all traffic and is the champion; nothing changed",
-        }
-    if rolled_back and rolled_back.get("changed") and not failed_steps:
-        return {**out, "status": "rolled_back", "reason": rolled_back["reason"]}
-    reason = f"{', '.join(failed_steps) or 'a step'} failed (see the task log)"
-    if rolled_back and rolled_back.get("changed"):
+    undone = bool(rolled_back and rolled_back.get("changed"))
+    verdict = (observation or {}).get("verdict")
+    if not failed_steps:
+        if promoted:
+            return {**out, "status": "promoted", "reason": promoted["reason"]}
+        if deployed and deployed.get("status") == "already_promoted":
+            reason = f"{v} already serves all traffic and is the champion; nothing changed"
+            return {**out, "status": "already_promoted", "reason": reason}
+        if undone and rolled_back:
+            return {**out, "status": "rolled_back", "reason": rolled_back["reason"]}
+    if failed_steps:
+        reason = f"{', '.join(failed_steps)} failed (see the task log)"
+    elif verdict not in (None, "promote"):
+        reason = (
+            f"{verdict}: {(observation or {}).get('reason')}; but {v} was no longer being "
+            "rolled out (routing changed meanwhile): nothing to undo"
+        )
+    else:
+        reason = "the promotion did not complete (see the task logs)"
+    if undone and rolled_back:
         reason += f"; rolled back to {rolled_back['to']}"
     return {**out, "status": "failed", "reason": reason}
 
 
 __all__ = [
-    "PARAMS",
     "Decision",
     "decide",
     "deploy_step",

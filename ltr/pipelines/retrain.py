@@ -4,7 +4,8 @@ One run works on one data interval, named by its *run key* (the interval end, UT
 ``20260102T020000Z``), and is safe to re-run:
 
 1. :func:`build_training_data`: labels up to ``as_of`` -> Feast point-in-time features ->
-   train / valid / test by a stable hash of the query id -> Parquet under
+   train / valid / test by a stable hash of the query id (:mod:`ltr.pipelines.holdout`) ->
+   Parquet under
    ``<LTR_HOME>/pipelines/retrain/<run key>/data/``;
 2. :func:`train_candidates`: every experiment config of the plan on those splits (a finished
    checkpoint of the same config and data is reused, not retrained);
@@ -12,7 +13,8 @@ One run works on one data interval, named by its *run key* (the interval end, UT
    ONNX) and every candidate on the same held-out test queries; the best candidate wins;
 4. :func:`export_challenger`: ONNX export with the parity gate and latency figures, feature
    schema read online (Feast / Redis);
-5. :func:`register_and_request`: when every gate passes (:func:`judge_gates`), register in
+5. :func:`register_and_request`: when every gate passes
+   (:func:`ltr.pipelines.gates.judge_gates`), register in
    MLflow (alias ``challenger``) and write ``<LTR_HOME>/promotions/requests/<version>.json``;
    at most once per run key.
 
@@ -25,44 +27,32 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ltr.pipelines.config import Gates, HoldoutConfig, PipelineConfig
+from ltr.pipelines.config import Gates, PipelineConfig
+from ltr.pipelines.gates import LATENCY_ROWS, check_latency, check_parity, judge_gates
+from ltr.pipelines.holdout import SPLITS, latest_labels, split_queries
 from ltr.settings import Settings
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ltr.data.dataset import LetorDataset
     from ltr.training.config import ExperimentConfig
 
 __all__ = [
-    "SPLITS",
-    "GateCheck",
-    "GateDecision",
     "NoTrainingData",
     "as_of_from",
     "build_training_data",
     "evaluate_against_champion",
     "export_challenger",
-    "judge_gates",
-    "latest_labels",
     "register_and_request",
     "requests_dir",
     "run_key",
-    "split_of",
-    "split_queries",
     "train_candidates",
 ]
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-LATENCY_ROWS = 100  # the latency budget is ONNX Runtime p99 at this many documents
 TAG_RUN_KEY = "ltr.retrain.run_key"
 TAG_DATA = "ltr.retrain.data_fingerprint"  # over the three splits (the run's data)
 TAG_CONFIG = "ltr.retrain.config"
@@ -100,52 +90,7 @@ def requests_dir(settings: Settings) -> Path:
     return settings.home.resolve() / "promotions" / "requests"
 
 
-# --------------------------------------------------------------------------- split
-def split_of(query_id: str, holdout: HoldoutConfig) -> str:
-    """``train``, ``valid`` or ``test`` from a salted sha256 of the query id alone.
-
-    It depends on nothing else, so a query keeps its split when more data arrives and
-    champion and challengers are always compared on the same test queries.
-    """
-    if holdout.valid_fraction + holdout.test_fraction >= 1.0:
-        raise ValueError("holdout valid_fraction + test_fraction must be below 1")
-    digest = hashlib.sha256(f"{holdout.salt}\x1f{query_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
-    if u < holdout.test_fraction:
-        return "test"
-    if u < holdout.test_fraction + holdout.valid_fraction:
-        return "valid"
-    return "train"
-
-
-def split_queries(ds: LetorDataset, holdout: HoldoutConfig) -> dict[str, LetorDataset]:
-    """``ds`` cut into train / valid / test by :func:`split_of` (queries keep their order)."""
-    names = [split_of(q, holdout) for q in ds.query_ids]
-    return {s: ds.subset_queries([i for i, n in enumerate(names) if n == s]) for s in SPLITS}
-
-
 # ---------------------------------------------------------------------------- data
-def latest_labels(labels: pd.DataFrame, as_of: dt.datetime) -> pd.DataFrame:
-    """Entity rows for Feast: each (query, doc)'s latest label at or before ``as_of``,
-    sorted by query and document so the same labels always give the same dataset."""
-    import pandas as pd
-
-    missing = {"query_id", "doc_id", "label", "event_timestamp"} - set(labels.columns)
-    if missing:
-        raise ValueError(f"labels lack column(s) {sorted(missing)}")
-    frame = labels[["query_id", "doc_id", "label", "event_timestamp"]].copy()
-    ts = pd.to_datetime(frame["event_timestamp"])
-    frame["event_timestamp"] = (
-        ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    )
-    frame["query_id"] = frame["query_id"].astype(str)
-    frame["doc_id"] = frame["doc_id"].astype(str)
-    frame = frame[frame["event_timestamp"] <= pd.Timestamp(_utc(as_of))]
-    frame = frame.sort_values(["query_id", "doc_id", "event_timestamp"], kind="stable")
-    frame = frame.drop_duplicates(["query_id", "doc_id"], keep="last")
-    return frame.reset_index(drop=True)
-
-
 def _combined_fingerprint(fingerprints: dict[str, str]) -> str:
     blob = ";".join(f"{s}:{fingerprints[s]}" for s in SPLITS)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -338,88 +283,6 @@ def evaluate_against_champion(
     }
 
 
-# ------------------------------------------------------------------------- gates
-@dataclass(frozen=True)
-class GateCheck:
-    gate: str  # "margin" | "parity" | "latency"
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    accepted: bool
-    reason: str
-    checks: tuple[GateCheck, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "reason": self.reason,
-            "checks": {c.gate: {"passed": c.passed, "detail": c.detail} for c in self.checks},
-        }
-
-
-def _check_margin(gates: Gates, challenger: float | None, champion: float | None) -> GateCheck:
-    m = gates.metric
-    if challenger is None or not np.isfinite(challenger):
-        return GateCheck("margin", False, f"challenger {m} is not a number ({challenger})")
-    if champion is None:
-        return GateCheck("margin", True, f"no champion yet; challenger {m} {challenger:.5f}")
-    margin = challenger - champion
-    ok = bool(margin >= gates.min_margin)
-    word = "meets" if ok else "is below"
-    return GateCheck(
-        "margin",
-        ok,
-        f"{m} {challenger:.5f} vs champion {champion:.5f}: margin {margin:+.5f} {word} "
-        f"the minimum {gates.min_margin:+.5f}",
-    )
-
-
-def _check_parity(gates: Gates, max_abs_diff: float | None) -> GateCheck:
-    tol = gates.parity_tolerance
-    if max_abs_diff is None:
-        return GateCheck("parity", False, "ONNX parity was not measured")
-    ok = bool(max_abs_diff <= tol)
-    word = "within" if ok else "exceeds"
-    return GateCheck("parity", ok, f"ONNX max abs diff {max_abs_diff:.3e} {word} {tol:.1e}")
-
-
-def _check_latency(gates: Gates, p99_ms: float | None) -> GateCheck:
-    budget = gates.latency_budget_ms
-    if p99_ms is None:
-        return GateCheck("latency", False, f"ONNX latency at {LATENCY_ROWS} rows was not measured")
-    ok = bool(p99_ms <= budget)
-    word = "within" if ok else "over"
-    return GateCheck(
-        "latency", ok, f"ONNX p99 {p99_ms:.3f} ms at {LATENCY_ROWS} rows {word} {budget:g} ms"
-    )
-
-
-def judge_gates(
-    gates: Gates,
-    *,
-    challenger_value: float | None,
-    champion_value: float | None,
-    parity_max_abs_diff: float | None,
-    latency_p99_ms: float | None,
-) -> GateDecision:
-    """Accept only when every gate passes: margin over the champion (or no champion), ONNX
-    parity and the latency budget. The reason names each failed gate (or all passed)."""
-    checks = (
-        _check_margin(gates, challenger_value, champion_value),
-        _check_parity(gates, parity_max_abs_diff),
-        _check_latency(gates, latency_p99_ms),
-    )
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        reason = "; ".join(f"{c.gate} gate failed: {c.detail}" for c in failed)
-    else:
-        reason = "all gates passed: " + "; ".join(c.detail for c in checks)
-    return GateDecision(not failed, reason, checks)
-
-
 # -------------------------------------------------------------------------- export
 def _p99_at(latency: list[dict[str, float]], rows: int = LATENCY_ROWS) -> float | None:
     for row in latency:
@@ -483,7 +346,7 @@ def export_challenger(
             )
         except ExportParityError as exc:
             parity = {"max_abs_diff": exc.max_abs_diff, "tolerance": exc.tolerance}
-            check = _check_parity(cfg.gates, exc.max_abs_diff)
+            check = check_parity(cfg.gates, exc.max_abs_diff)
             log.warning("%s: %s", version, check.detail)
             return {
                 "version": version,
@@ -498,7 +361,7 @@ def export_challenger(
         meta = json.loads((Path(result["path"]) / "metadata.json").read_text())
         parity, latency = meta["parity"], meta["latency_ms"]
     p99 = _p99_at(latency)
-    checks = [_check_parity(cfg.gates, parity["max_abs_diff"]), _check_latency(cfg.gates, p99)]
+    checks = [check_parity(cfg.gates, parity["max_abs_diff"]), check_latency(cfg.gates, p99)]
     failed = [f"{c.gate} gate failed: {c.detail}" for c in checks if not c.passed]
     return {
         "version": version,
@@ -550,6 +413,7 @@ def register_and_request(
     request (or the model version tagged with the run key) and adds nothing.
     """
     from ltr.registry import CHALLENGER, describe, register_model
+    from ltr.tracking import metric_key
     from ltr.utils.io import write_json_atomic
 
     key = data["run_key"]
@@ -593,7 +457,9 @@ def register_and_request(
             TAG_RUN_KEY: key,
             TAG_DATA: data["data_fingerprint"],
             TAG_CONFIG: best["config"],
-            f"ltr.retrain.holdout.{evaluation['metric']}": repr(evaluation["challenger_value"]),
+            f"ltr.retrain.holdout.{metric_key(evaluation['metric'])}": repr(
+                float(evaluation["challenger_value"])
+            ),
         },
         settings=settings,
     )

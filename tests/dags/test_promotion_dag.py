@@ -292,6 +292,7 @@ def test_a_canary_whose_requests_fail_is_rolled_back_automatically_with_the_reas
     assert run.result["status"] == "rolled_back", run.result
     assert run.result["reason"].startswith("rollback: error rate 100.00%"), run.result
     assert run.tasks["rollback"] == "success" and run.tasks["promote"] == "skipped"
+    assert (run.tasks["decide"], run.result["observation"]["verdict"]) == ("success", "rollback")
     assert run.tasks["report"] == "failed"
     assert run.tries["observe"] == run.tries["report"] == 1  # a verdict is never retried
     assert store.live.statuses.get(422, 0) > 0
@@ -331,6 +332,40 @@ def test_an_unknown_version_fails_at_once_without_retries_and_changes_nothing(
     assert run.state == "failed"
     assert (run.tasks["deploy"], run.tries["deploy"]) == ("failed", 1)
     assert run.result["status"] == "failed" and run.result["failed_steps"] == ["deploy"]
-    assert run.tasks["rollback"] == "success"  # ran, found nothing of v9 to roll back
+    assert run.tasks["rollback"] == "skipped"  # ran, found nothing of v9 to roll back
     assert (store.models / "routing.json").read_bytes() == routing
     assert steps(store.models) == []
+
+
+def test_a_promote_step_that_fails_for_good_is_answered_by_the_rollback_step(
+    store: Env,
+) -> None:
+    """The DAG's safety net, step by step: the canary is on, the promote step then fails
+    (the artifact changed on disk after the observation), and the rollback step, which
+    the DAG runs whatever happened upstream, puts the champion back."""
+    from ltr.model_store import read_routing
+    from ltr.pipelines import promotion as steps_
+    from ltr.promotion import ArtifactRejected
+
+    params = {"model_version": "v2", "canary_percent": 50, "service_url": store.live.url}
+    deployed = steps_.deploy_step(params)
+    shifted = steps_.shift_step(params, deployed)
+    assert shifted["shifted"] and shifted["weights"] == {"v1": 50.0, "v2": 50.0}
+    model = store.models / "versions" / "v2" / "model.onnx"
+    original = model.read_bytes()
+    try:
+        model.write_bytes(original + b"\0")
+        with pytest.raises(ArtifactRejected):
+            steps_.promote_step(params, deployed, None)
+        back = steps_.rollback_step(params, deployed, None, failed_steps=["promote"])
+    finally:
+        model.write_bytes(original)
+    assert (back["status"], back["to"]) == ("rolled_back", "v1")
+    assert back["reason"] == "promote failed; rolled back for safety (see the task log)"
+    routing = read_routing(store.models)
+    assert routing is not None and (routing["strategy"], routing["production"]) == ("single", "v1")
+    result = steps_.outcome(params, deployed, None, None, back, ["promote"])
+    assert result["status"] == "failed"
+    assert result["reason"] == "promote failed (see the task log); rolled back to v1"
+    assert steps(store.models) == ["deploy", "shift", "rollback"]
+    store.live.wait_for_production("v1")

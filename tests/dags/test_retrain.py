@@ -3,7 +3,8 @@
 Airflow metadata database of the harness (``LTR_TEST_AIRFLOW_DB=sqlite|postgres``).
 
 One module-wide setup; the runs use different data intervals (run keys) so each scenario
-starts clean: a first run that registers, its re-run, a parity failure and a margin failure.
+starts clean: a first run that registers, its re-run, a parity failure, a margin failure and
+a run without a data interval (as an asset-triggered run is).
 Tiny models (MLP [16] for 3 epochs, LightGBM 30 trees) keep it fast.
 """
 
@@ -118,8 +119,18 @@ class Env:
         path.write_text(yaml.safe_dump(body))
         self.monkeypatch.setenv("LTR_PIPELINE_CONFIG", str(path))
 
-    def run(self, logical_date: datetime) -> tuple[Any, dict[str, Any]]:
-        run = self.dagbag.dags["ltr_retrain"].test(logical_date=logical_date)
+    def run(
+        self, logical_date: datetime | None, run_after: datetime | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        dag = self.dagbag.dags["ltr_retrain"]
+        retries = {t.task_id: t.retries for t in dag.tasks}
+        try:  # a broken task fails the test at once instead of after the retry delays
+            for t in dag.tasks:
+                t.retries = 0
+            run = dag.test(logical_date=logical_date, run_after=run_after)
+        finally:
+            for t in dag.tasks:
+                t.retries = retries[t.task_id]
         tis = {ti.task_id: ti for ti in run.get_task_instances()}
         states = {t: tis[t].state for t in TASKS}
         values = {t: tis[t].xcom_pull(task_ids=t) for t in TASKS}
@@ -133,6 +144,23 @@ class Env:
     def requests(self) -> list[Path]:
         folder = self.home / "promotions" / "requests"
         return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def test_the_dag_runs_nightly_and_when_the_feature_pipeline_publishes(dagbag: Any) -> None:
+    from airflow.sdk import AssetAll, AssetOrTimeSchedule, CronTriggerTimetable
+
+    dag = dagbag.dags["ltr_retrain"]
+    assert not dagbag.import_errors
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert isinstance(dag.timetable.timetable, CronTriggerTimetable)
+    assert dag.timetable.timetable.expression == "0 2 * * *"
+    published = dagbag.dags["ltr_feature_pipeline"].get_task("publish").outlets
+    assert dag.timetable.asset_condition == AssetAll(*published)
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert {"ltr", "retrain"} <= set(dag.tags) and dag.doc_md
+    assert [t.task_id for t in dag.topological_sort()] == list(TASKS)
+    for t in dag.tasks:
+        assert t.retries >= 2 and t.retry_delay.total_seconds() > 0, t.task_id
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +324,21 @@ def test_a_challenger_no_better_than_the_champion_is_rejected(
         assert env.requests() == before_requests
     finally:
         (models / ROUTING_FILE).unlink(missing_ok=True)
+
+
+def test_a_run_without_a_data_interval_trains_up_to_when_it_was_triggered(
+    env: Env, first_run: dict[str, Any]
+) -> None:
+    """An asset-triggered run has no logical date nor data interval: its as-of is run_after."""
+    env.use_gates(min_margin=0.0, parity_tolerance=1e-5)
+    triggered = datetime(2026, 1, 5, 6, 30, tzinfo=UTC)
+    run, out = env.run(None, run_after=triggered)
+    assert run.state == "success"
+    assert out["build_training_data"]["run_key"] == "20260105T063000Z"
+    assert (
+        out["build_training_data"]["data_fingerprint"]
+        == (
+            first_run["build_training_data"]["data_fingerprint"]  # same labels, same splits
+        )
+    )
+    assert out["register_and_request"]["status"] == "requested"

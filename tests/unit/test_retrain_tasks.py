@@ -13,15 +13,9 @@ import pytest
 
 from ltr.data.dataset import LetorDataset
 from ltr.pipelines.config import Gates, HoldoutConfig
-from ltr.pipelines.retrain import (
-    SPLITS,
-    as_of_from,
-    judge_gates,
-    latest_labels,
-    run_key,
-    split_of,
-    split_queries,
-)
+from ltr.pipelines.gates import GateDecision, judge_gates
+from ltr.pipelines.holdout import SPLITS, latest_labels, split_of, split_queries
+from ltr.pipelines.retrain import as_of_from, run_key
 
 HOLDOUT = HoldoutConfig(valid_fraction=0.2, test_fraction=0.2, salt="unit")
 GATES = Gates(metric="ndcg@10", min_margin=0.01, parity_tolerance=1e-5, latency_budget_ms=10.0)
@@ -135,7 +129,7 @@ def test_as_of_is_the_first_known_time_in_utc_and_names_the_run() -> None:
 
 
 # ------------------------------------------------------------------------------ gates
-def judge(**kw: float | None):  # type: ignore[no-untyped-def]
+def judge(**kw: float | None) -> GateDecision:
     values: dict[str, float | None] = {
         "challenger_value": 0.70,
         "champion_value": 0.65,
