@@ -105,7 +105,7 @@ def history(models_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _record(models_dir: Path, step: str, **fields: Any) -> dict[str, Any]:
+def record_step(models_dir: Path, step: str, **fields: Any) -> dict[str, Any]:
     """Append one record: the file is read and rewritten whole via temp file + rename."""
     path = Path(models_dir) / HISTORY_FILE
     rec = {"ts": dt.datetime.now(dt.UTC).isoformat(), "step": step, **fields}
@@ -119,7 +119,7 @@ def _record(models_dir: Path, step: str, **fields: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _locked(models_dir: Path) -> Iterator[None]:
+def promotion_lock(models_dir: Path) -> Iterator[None]:
     """One promotion or rollback at a time per model store (an flock, released on exit)."""
     Path(models_dir).mkdir(parents=True, exist_ok=True)
     fd = os.open(Path(models_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -159,7 +159,7 @@ def verify_artifact(models_dir: Path, version: str) -> dict[str, Any]:
     return meta
 
 
-def _in_flight(routing: dict[str, Any] | None) -> set[str]:
+def versions_in_flight(routing: dict[str, Any] | None) -> set[str]:
     """Versions being rolled out: canary challengers, both blue-green colours."""
     if not routing:
         return set()
@@ -203,14 +203,14 @@ def deploy(
     v = plan.store_version
     meta = verify_artifact(models_dir, v)
     routing = read_routing(models_dir)
-    busy = _in_flight(routing)
+    busy = versions_in_flight(routing)
     if busy and v not in busy:
         raise PromotionInProgress(
             f"routing.json shows a {routing['strategy'] if routing else ''} rollout of "
             f"{', '.join(sorted(busy))}; finish it or run `ltr rollback` first"
         )
     champion = _champion(routing, v)
-    rec = _record(
+    rec = record_step(
         models_dir,
         "deploy",
         promotion_id=promotion_id,
@@ -292,7 +292,7 @@ def shift_traffic(
                     raise PromotionError(f"not switching to {v}: {why}")
             written.append(write_routing(models_dir, body))
     final = written[-1] if written else routing or {}
-    rec = _record(
+    rec = record_step(
         models_dir,
         "shift",
         promotion_id=promotion_id,
@@ -363,12 +363,12 @@ def promote(
         try:
             reg = _registry_promote(registry_name, v)
         except Exception as exc:
-            _record(models_dir, "promote", **fields, registry={"error": str(exc)})
+            record_step(models_dir, "promote", **fields, registry={"error": str(exc)})
             raise PromotionError(
                 f"routing now serves {v}, but the registry alias could not be moved: {exc}; "
                 "run the promotion again to retry"
             ) from exc
-    rec = _record(models_dir, "promote", **fields, registry=reg)
+    rec = record_step(models_dir, "promote", **fields, registry=reg)
     return {**rec, "routing": final, "changed": changed}
 
 
@@ -401,7 +401,7 @@ def _registry_rollback(name: str, target: str, withdrawn: set[str], reason: str)
     return out
 
 
-def _rollback(
+def perform_rollback(
     models_dir: Path,
     *,
     reason: str,
@@ -414,7 +414,7 @@ def _rollback(
         raise PromotionError(f"nothing to roll back: {models_dir / 'routing.json'} does not exist")
     current = str(routing["production"])
     strategy = routing.get("strategy")
-    busy = _in_flight(routing)
+    busy = versions_in_flight(routing)
     target = to_version
     if target is None and strategy == "canary":
         target = current
@@ -449,7 +449,7 @@ def _rollback(
         except Exception as exc:  # routing is restored; the registry is secondary here
             log.error("rolled back routing to %s, but the registry update failed: %s", target, exc)
             reg = {"name": registry_name, "error": str(exc)}
-    rec = _record(
+    rec = record_step(
         models_dir,
         "rollback",
         promotion_id=promotion_id,
@@ -478,8 +478,8 @@ def rollback(
     it had moved to the withdrawn version; withdrawn versions get an ``ltr.rolled_back`` tag.
     """
     models_dir = Path(models_dir)
-    with _locked(models_dir):
-        return _rollback(
+    with promotion_lock(models_dir):
+        return perform_rollback(
             models_dir,
             reason=reason,
             to_version=to_version,
@@ -507,11 +507,11 @@ def run_promotion(
     """
     models_dir = Path(models_dir)
     v = plan.store_version
-    with _locked(models_dir):
+    with promotion_lock(models_dir):
         routing = read_routing(models_dir)
         out: dict[str, Any] = {"version": v, "strategy": plan.strategy, "changed": True}
         if routing and routing.get("strategy") == "single" and routing.get("production") == v:
-            if not _registry_behind(registry_name, v):
+            if not registry_behind(registry_name, v):
                 return {**out, "status": "already_promoted", "changed": False, "routing": routing}
             step = promote(plan, models_dir, registry_name=registry_name)  # registry catch-up
             return {**out, "status": "promoted", "steps": [step], "routing": step["routing"]}
@@ -540,7 +540,7 @@ def run_promotion(
             except BaseException as exc:  # even an interrupt must not leave a canary behind
                 what = "observation" if len(steps) > 1 else "traffic shift"
                 reason = f"{what} failed: {type(exc).__name__}: {exc}"
-                back = _rollback(
+                back = perform_rollback(
                     models_dir,
                     reason=reason,
                     to_version=champion,
@@ -559,7 +559,7 @@ def run_promotion(
         if obs is not None:
             out["observation"] = obs.to_dict()
             steps.append(
-                _record(
+                record_step(
                     models_dir,
                     "observe",
                     promotion_id=pid,
@@ -577,7 +577,7 @@ def run_promotion(
             )
             steps.append(step)
             return {**out, "status": "promoted", "routing": step["routing"]}
-        back = _rollback(
+        back = perform_rollback(
             models_dir,
             reason=f"{obs.verdict}: {obs.reason}",
             to_version=champion,
@@ -593,7 +593,7 @@ def run_promotion(
         }
 
 
-def _registry_behind(registry_name: str | None, version: str) -> bool:
+def registry_behind(registry_name: str | None, version: str) -> bool:
     """True when ``version`` is registered but not (yet) the registry's champion."""
     if not registry_name:
         return False

@@ -27,15 +27,15 @@ from ltr.pipelines.config import PromotionDefaults, load_pipeline_config
 from ltr.promotion import (
     Observation,
     PromotionPlan,
-    _in_flight,
-    _locked,
-    _record,
-    _registry_behind,
-    _rollback,
     deploy,
     observe,
+    perform_rollback,
     promote,
+    promotion_lock,
+    record_step,
+    registry_behind,
     shift_traffic,
+    versions_in_flight,
 )
 from ltr.settings import get_settings
 
@@ -100,10 +100,10 @@ def deploy_step(params: Mapping[str, Any]) -> dict[str, Any]:
     plan = plan_from_params(params)
     models, registry_name, v = _models_dir(), _registry_name(), plan.store_version
     out: dict[str, Any] = {"version": v, "strategy": plan.strategy}
-    with _locked(models):
+    with promotion_lock(models):
         routing = read_routing(models)
         if routing and routing.get("strategy") == "single" and routing.get("production") == v:
-            if not _registry_behind(registry_name, v):
+            if not registry_behind(registry_name, v):
                 log.info("%s already serves all traffic and is the champion; nothing to do", v)
                 return {**out, "status": "already_promoted", "champion": v, "promotion_id": None}
             pid = uuid.uuid4().hex[:12]
@@ -136,7 +136,7 @@ def shift_step(params: Mapping[str, Any], deployed: Mapping[str, Any]) -> dict[s
         return {"shifted": False, "why": why}
     plan = plan_from_params(params)
     models = _models_dir()
-    with _locked(models):
+    with promotion_lock(models):
         rec = shift_traffic(plan, models, promotion_id=deployed["promotion_id"])
     return {
         "shifted": True,
@@ -156,8 +156,8 @@ def observe_step(
     plan = plan_from_params(params)
     models, v = _models_dir(), plan.store_version
     obs = observe(plan, routing_version=shifted["routing_version"])
-    with _locked(models):
-        _record(
+    with promotion_lock(models):
+        record_step(
             models,
             "observe",
             promotion_id=deployed["promotion_id"],
@@ -191,7 +191,7 @@ def promote_step(
     plan = plan_from_params(params)
     models = _models_dir()
     obs = Observation.from_dict(dict(observation)) if observation else None
-    with _locked(models):
+    with promotion_lock(models):
         rec = promote(
             plan,
             models,
@@ -230,13 +230,13 @@ def rollback_step(
     else:
         reason = "rolled back by the promotion DAG"
     models = _models_dir()
-    with _locked(models):
+    with promotion_lock(models):
         routing = read_routing(models)
-        if not v or v not in _in_flight(routing):
+        if not v or v not in versions_in_flight(routing):
             why = f"{v or '(no version)'} is not being rolled out: nothing to roll back"
             log.info("%s", why)
             return {"status": "nothing_to_roll_back", "changed": False, "why": why}
-        back = _rollback(
+        back = perform_rollback(
             models,
             reason=reason,
             to_version=(deployed or {}).get("champion"),

@@ -28,10 +28,10 @@ from ltr.promotion import (
     PromotionError,
     PromotionInProgress,
     PromotionPlan,
-    _locked,
     deploy,
     history,
     observe,
+    promotion_lock,
     quantile,
     rollback,
     run_promotion,
@@ -260,7 +260,7 @@ def test_a_promotion_is_refused_while_another_versions_canary_runs(models: Path)
 
 
 def test_a_second_promotion_is_refused_while_one_holds_the_store(models: Path) -> None:
-    with _locked(models), pytest.raises(PromotionInProgress, match="another promotion"):
+    with promotion_lock(models), pytest.raises(PromotionInProgress, match="another promotion"):
         run_promotion(plan(), models, observe_traffic=False)
 
 
