@@ -54,6 +54,7 @@ class GateDecision:
 
 
 def check_margin(gates: Gates, challenger: float | None, champion: float | None) -> GateCheck:
+    """Challenger minus champion on the same held-out queries >= ``gates.min_margin``."""
     m = gates.metric
     if challenger is None or not math.isfinite(challenger):
         return GateCheck("margin", False, f"challenger {m} is not a number ({challenger})")
@@ -71,6 +72,7 @@ def check_margin(gates: Gates, challenger: float | None, champion: float | None)
 
 
 def check_parity(gates: Gates, max_abs_diff: float | None) -> GateCheck:
+    """ONNX vs source model max abs score difference <= ``gates.parity_tolerance``."""
     tol = gates.parity_tolerance
     if max_abs_diff is None:
         return GateCheck("parity", False, "ONNX parity was not measured")
@@ -80,6 +82,7 @@ def check_parity(gates: Gates, max_abs_diff: float | None) -> GateCheck:
 
 
 def check_latency(gates: Gates, p99_ms: float | None) -> GateCheck:
+    """ONNX Runtime p99 at ``LATENCY_ROWS`` documents <= ``gates.latency_budget_ms``."""
     budget = gates.latency_budget_ms
     if p99_ms is None:
         return GateCheck("latency", False, f"ONNX latency at {LATENCY_ROWS} rows was not measured")

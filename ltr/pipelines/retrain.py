@@ -303,8 +303,8 @@ def _online_features(cfg: PipelineConfig, names: list[str], settings: Settings) 
     if layout is not None and (layout["n_features"] != len(names) or layout[DOC_VIEW] != doc):
         raise ValueError(
             f"the offline store holds {layout['n_features']} features, document-only "
-            f"{layout[DOC_VIEW]}; the pipeline config says {len(names)} features, "
-            f"document-only {doc} (doc_feature_indices)"
+            f"{layout[DOC_VIEW]}; the model takes {len(names)} and the pipeline config's "
+            f"doc_feature_indices are {doc}: the served model would read the wrong columns"
         )
     schema, views = online_schema(names, doc)
     return {"feature_sources": schema, "feature_views": views}
