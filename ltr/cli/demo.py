@@ -16,14 +16,36 @@ def demo(
     ] = None,
     valid: Annotated[Path | None, typer.Option(help="validation file (with --train)")] = None,
     test: Annotated[Path | None, typer.Option(help="test file (with --train)")] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="research loop only (train, compare, export, serve) without the Airflow DAGs",
+        ),
+    ] = False,
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="stop after the export (no online store, no service)")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Generate data, train two rankers, compare them, export the better one to ONNX."""
+    """The whole loop on embedded defaults: the feature, retrain and promotion DAGs on two
+    days of synthetic data, then the rank service serving the promoted model. With --quick
+    or real files (--train/--valid/--test): train two rankers, compare, export, serve."""
     if train is not None and valid is None:
         fail("--valid is required with --train")
+    if train is None and not quick:
+        from ltr.demo_platform import run_platform_demo
+        from ltr.settings import get_settings
+
+        try:
+            result = run_platform_demo(
+                get_settings(), (lambda _m: None) if json_out else typer.echo
+            )
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            fail(str(exc))
+        if json_out:
+            emit_json(result)
+        return
     from ltr.demo import run_demo
 
     try:

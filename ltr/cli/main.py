@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "ltr.cli.export",
     "ltr.cli.demo",
     "ltr.cli.serve",
+    "ltr.cli.pipeline",
     "ltr.cli.promote",
 )
 

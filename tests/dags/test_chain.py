@@ -1,0 +1,572 @@
+"""The whole chain end to end: raw files -> promoted model -> the running service serves it.
+
+Day 1: MQ2008 S1's first 80 queries land as ``<LTR_HOME>/raw/2026-01-01/s1.txt``;
+``ltr_feature_pipeline`` validates them and loads them into the offline store and Redis,
+``ltr_retrain`` trains a tiny MLP and a tiny LightGBM on point-in-time features, exports the
+better one and opens a promotion request, and ``ltr_promotion`` promotes it directly (the
+model store is empty). Then the real rank service (uvicorn in a thread, features from Redis)
+starts on that model store, and ranks queries of the raw file by document id alone exactly
+as ONNX Runtime scores the file's own feature rows.
+
+Day 2: S1's next 40 queries land as ``raw/2026-01-02/``; the same three DAGs run again, the
+new challenger goes out as a canary while a thread sends traffic, and whatever the outcome
+(promoted, rolled back, or rejected by a gate before any rollout) it is asserted concretely,
+with not one failed request from the service the whole time.
+
+Redis db 2 holds the online store under a Feast project of this module's own (its keys are
+deleted afterwards); the service's result cache and event log are off, so every request
+reads its features from Redis and nothing else is written there. MLflow and everything else
+live in a temporary LTR_HOME; Airflow's metadata DB is the harness's
+(``LTR_TEST_AIRFLOW_DB=sqlite|postgres``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.datasets]
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/2"
+REGISTRY = "ltr-ranker-chain-test"
+DAY1, DAY2 = "2026-01-01", "2026-01-02"
+DAY1_QUERIES, DAY2_QUERIES = range(0, 80), range(80, 120)
+# Feature pipeline: a logical date at midnight covers the day before.
+FEATURES_DAY1 = datetime(2026, 1, 2, tzinfo=UTC)
+FEATURES_DAY2 = datetime(2026, 1, 3, tzinfo=UTC)
+# Retrain: the nightly run after each day landed.
+RETRAIN_DAY1 = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+RETRAIN_DAY2 = datetime(2026, 1, 3, 2, 0, tzinfo=UTC)
+FEATURE_TASKS = ("find_raw", "validate", "write_offline", "apply", "materialize", "publish")
+RETRAIN_TASKS = (
+    "build_training_data",
+    "train_candidates",
+    "evaluate_against_champion",
+    "export_challenger",
+    "register_and_request",
+)
+
+MLP = {
+    "name": "mlp-tiny",
+    "seed": 7,
+    "model": {"type": "mlp", "params": {"hidden": [16], "dropout": 0.0}},
+    "loss": {"name": "lambdarank"},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "training": {"epochs": 3, "batch_size": 16, "patience": 3, "device": "cpu", "threads": 1},
+}
+LGBM = {
+    "name": "lgbm-tiny",
+    "seed": 7,
+    "model": {
+        "type": "lightgbm",
+        "params": {
+            "n_estimators": 30,
+            "learning_rate": 0.1,
+            "num_leaves": 7,
+            "min_child_samples": 5,
+            "early_stopping_rounds": 10,
+        },
+    },
+}
+# The canary of day 2: a short window that still sees plenty of requests; lenient latency
+# (two shared cores also train models in this process), but not one error allowed.
+CANARY = {
+    "strategy": "canary",
+    "canary_percent": 50,
+    "observe_minutes": 0.15,
+    "min_requests": 10,
+    "max_error_rate": 0.0,
+    "max_p99_ms": 2000,
+}
+
+
+# ----------------------------------------------------------------- data and services
+def mq2008_s1() -> Path:
+    env = os.environ.get("LTR_DATASETS_DIR")
+    root = Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+    path = root / "mq2008" / "S1.txt"
+    if not path.is_file():
+        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
+    return path
+
+
+def redis_client() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis does not answer at {REDIS_URL}: {exc}")
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def queries_of(path: Path) -> list[tuple[str, list[str]]]:
+    """(query id, its doc ids in file order) for every query of a LETOR file."""
+    from ltr.data.letor import read_letor
+
+    ds = read_letor(path)
+    return [(q, [str(d) for d in ds.doc_ids[rows]]) for q, rows in ds.iter_queries()]
+
+
+def expected_ranking(model_dir: Path, raw: Path, query_id: str) -> tuple[list[str], np.ndarray]:
+    """The independent answer: the query's rows of the raw file scored by ONNX Runtime on
+    the artifact's model.onnx, sorted by descending score (ties keep the file order)."""
+    import onnxruntime as ort
+
+    from ltr.data.letor import read_letor
+
+    ds = read_letor(raw)
+    rows = ds.qids == query_id
+    docs = [str(d) for d in ds.doc_ids[rows]]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(model_dir / "model.onnx"), so, providers=["CPUExecutionProvider"]
+    )
+    scores = session.run(["scores"], {"features": ds.features[rows].astype(np.float32)})[0]
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    return [docs[i] for i in order], scores[order]
+
+
+class LiveService:
+    """The rank service under uvicorn in a thread (features from Redis), and a thread
+    sending it rank requests by document id alone; every status is counted."""
+
+    def __init__(self, models_dir: Path, project: str, port: int) -> None:
+        import uvicorn
+
+        from serving.main import create_app
+        from serving.settings import ServingSettings
+
+        settings = ServingSettings(
+            _env_file=None,
+            model_store=models_dir,
+            redis_url=REDIS_URL,
+            feast_project=project,
+            reload_interval_s=0.2,
+            # two shared cores train models in this same process: no spurious timeouts
+            redis_timeout_ms=2000,
+            cache_enabled=False,  # every request reads its features from Redis
+            events_enabled=False,  # and writes nothing to the shared Redis db
+        )
+        self.port = port
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        self.queries: list[tuple[str, list[str]]] = []
+        self.stop = threading.Event()
+        self.statuses: dict[int, int] = {}
+        self.versions: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.threads = [
+            threading.Thread(target=self.server.run, daemon=True),
+            threading.Thread(target=self._traffic, daemon=True),
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _traffic(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = 0
+            while not self.stop.is_set():
+                qid, docs = self.queries[i % len(self.queries)]
+                body = {
+                    "query_id": qid,
+                    "user_id": f"user-{i}",
+                    "candidates": [{"doc_id": d} for d in docs],
+                }
+                i += 1
+                try:
+                    resp = client.post("/api/v1/rank", json=body)
+                    status = resp.status_code
+                    if status == 200:
+                        v = resp.json()["model_version"]
+                        self.versions[v] = self.versions.get(v, 0) + 1
+                    else:
+                        self.failures.append(f"{status}: {resp.text[:300]}")
+                except httpx.HTTPError as exc:
+                    status = -1
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                time.sleep(0.02)
+
+    def rank(self, query_id: str, docs: list[str]) -> dict[str, Any]:
+        import httpx
+
+        body = {"query_id": query_id, "candidates": [{"doc_id": d} for d in docs]}
+        resp = httpx.post(f"{self.url}/api/v1/rank", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        out: dict[str, Any] = resp.json()
+        return out
+
+    def models(self) -> dict[str, Any]:
+        import httpx
+
+        out: dict[str, Any] = httpx.get(f"{self.url}/api/v1/models", timeout=30).json()
+        return out
+
+    def wait_for_production(self, version: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 15
+        while True:
+            doc = self.models()
+            if (doc["strategy"], doc["production"]) == ("single", version):
+                return doc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the service still serves {doc}")
+            time.sleep(0.1)
+
+    def start(self, queries: list[tuple[str, list[str]]]) -> None:
+        self.queries = queries
+        self.threads[0].start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        self.threads[1].start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.threads[1].is_alive():
+            self.threads[1].join(timeout=30)
+        self.server.should_exit = True
+        if self.threads[0].is_alive():
+            self.threads[0].join(timeout=30)
+
+
+# ----------------------------------------------------------------- the platform
+@dataclass
+class Chain:
+    home: Path
+    project: str
+    dagbag: Any
+    service: LiveService
+    day1: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    def raw(self, day: str) -> Path:
+        return self.home / "raw" / day / "s1.txt"
+
+    def run(self, dag_id: str, **kwargs: Any) -> tuple[Any, dict[str, str], dict[str, Any]]:
+        """``dag.test()`` with retries off (a broken task fails at once, not after the
+        retry delays); the run, its task states and every task's XCom."""
+        from ltr.settings import get_settings
+
+        get_settings.cache_clear()
+        dag = self.dagbag.dags[dag_id]
+        retries = {t.task_id: t.retries for t in dag.tasks}
+        try:
+            for t in dag.tasks:
+                t.retries = 0
+            run = dag.test(**kwargs)
+        finally:
+            for t in dag.tasks:
+                t.retries = retries[t.task_id]
+        tis = {ti.task_id: ti for ti in run.get_task_instances()}
+        states = {t: str(ti.state) for t, ti in tis.items()}
+        values = {t: ti.xcom_pull(task_ids=t) for t, ti in tis.items()}
+        return run, states, values
+
+    def promote(self, version: str, **conf: Any) -> tuple[Any, dict[str, str], dict[str, Any]]:
+        return self.run(
+            "ltr_promotion",
+            run_conf={"model_version": version, "service_url": self.service.url, **conf},
+        )
+
+    def registered(self, alias: str = "champion") -> Any:
+        """The MLflow model version under ``alias`` (None when there is none)."""
+        from ltr import registry
+        from ltr.settings import get_settings
+
+        return registry.get_alias(REGISTRY, alias, tracking_uri=get_settings().tracking_uri)
+
+    def champion(self) -> str | None:
+        rv = self.registered()
+        return rv.store_version if rv else None
+
+    def routing(self) -> dict[str, Any]:
+        from ltr.model_store import read_routing
+
+        routing = read_routing(self.models)
+        assert routing is not None, "routing.json is missing"
+        return routing
+
+    def history(self) -> list[dict[str, Any]]:
+        from ltr.promotion import history
+
+        return history(self.models)
+
+    def assert_serves(self, version: str, raw: Path, queries: list[str]) -> None:
+        """The service ranks each query by doc id alone as ONNX Runtime ranks the file's rows."""
+        docs_of = dict(queries_of(raw))
+        artifact = self.models / "versions" / version
+        for qid in queries:
+            answer = self.service.rank(qid, docs_of[qid])
+            assert answer["model_version"] == version, answer
+            assert answer["cached"] is False
+            want_docs, want_scores = expected_ranking(artifact, raw, qid)
+            got_docs = [r["doc_id"] for r in answer["ranked"]]
+            assert got_docs == want_docs, f"query {qid}: the service ranked differently"
+            assert [r["rank"] for r in answer["ranked"]] == list(range(1, len(got_docs) + 1))
+            np.testing.assert_allclose(
+                [r["score"] for r in answer["ranked"]], want_scores, rtol=1e-6, atol=1e-6
+            )
+
+
+def write_pipeline_config(home: Path, service_url: str) -> Path:
+    configs = home / "configs"
+    configs.mkdir(parents=True)
+    for spec in (MLP, LGBM):
+        (configs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    body = {
+        "validation": {
+            "label_set": [0, 1, 2],
+            "feature_min": 0.0,
+            "feature_max": 1.0,
+            "n_features": 46,
+        },
+        "doc_feature_indices": [],
+        "materialize_overlap_hours": 24,
+        "training": {
+            "configs": [str(configs / "mlp-tiny.yaml"), str(configs / "lgbm-tiny.yaml")],
+            "holdout": {"valid_fraction": 0.2, "test_fraction": 0.2, "salt": "chain-test"},
+        },
+        # a generous latency budget: two shared cores must not make the test flaky
+        "gates": {
+            "metric": "ndcg@10",
+            "min_margin": 0.0,
+            "parity_tolerance": 1e-5,
+            "latency_budget_ms": 200.0,
+        },
+        "registry_name": REGISTRY,
+        "promotion": {**CANARY, "service_url": service_url},
+    }
+    path = home / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def land(home: Path, day: str, queries: range) -> Path:
+    from ltr.data.letor import read_letor, write_letor
+
+    path = home / "raw" / day / "s1.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_letor(read_letor(mq2008_s1()).subset_queries(list(queries)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chain(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """Day 1 run through the three DAGs, then the service started on the model store."""
+    from ltr.settings import get_settings
+
+    mq2008_s1()
+    client = redis_client()
+    home = tmp_path_factory.mktemp("chain") / "home"
+    project = f"ltrchain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    service: LiveService | None = None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LTR_HOME", str(home))
+        mp.setenv("LTR_REDIS_URL", REDIS_URL)
+        mp.setenv("LTR_FEAST_PROJECT", project)
+        mp.setenv("LTR_PIPELINE_CONFIG", str(write_pipeline_config(home, f"http://127.0.0.1:{port}")))
+        for name in (
+            "LTR_FEAST_REPO",
+            "LTR_MLFLOW_TRACKING_URI",
+            "LTR_MLFLOW_EXPERIMENT",
+            "MLFLOW_TRACKING_URI",
+        ):
+            mp.delenv(name, raising=False)
+        get_settings.cache_clear()
+        try:
+            raw = land(home, DAY1, DAY1_QUERIES)
+            # the service cannot start on a store without routing.json: it is built here
+            # but only started once the first promotion has written one
+            service = LiveService(home / "models", project, port)
+            c = Chain(home, project, dagbag, service)
+            c.day1["features"] = c.run("ltr_feature_pipeline", logical_date=FEATURES_DAY1)
+            c.day1["retrain"] = c.run("ltr_retrain", logical_date=RETRAIN_DAY1)
+            version = c.day1["version"] = c.day1["retrain"][2]["register_and_request"]["version"]
+            c.day1["promotion"] = c.promote(version)
+            if (c.models / "routing.json").is_file():
+                service.start(queries_of(raw))
+            yield c
+        finally:
+            if service is not None:
+                service.close()
+            get_settings.cache_clear()
+            keys = list(client.scan_iter(match=f"*{project}", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+# ----------------------------------------------------------------- the tests
+def test_raw_files_become_a_promoted_model_that_the_running_service_serves(
+    chain: Chain,
+) -> None:
+    from ltr import registry
+
+    run, states, out = chain.day1["features"]
+    assert run.state == "success", states
+    assert states == dict.fromkeys(FEATURE_TASKS, "success")
+    assert out["materialize"]["online_store"] == "redis"
+    n_docs = out["write_offline"]["label_rows"]
+    assert out["materialize"]["rows"]["query_doc_features"] == n_docs > 0
+
+    run, states, out = chain.day1["retrain"]
+    assert run.state == "success", states
+    assert states == dict.fromkeys(RETRAIN_TASKS, "success")
+    assert sum(out["build_training_data"]["queries"].values()) == len(DAY1_QUERIES)
+    assert out["evaluate_against_champion"]["champion"] is None  # the store was empty
+    result = out["register_and_request"]
+    assert result["status"] == "requested", result
+    request = json.loads(Path(result["request"]).read_text())
+    version = request["version"]
+    assert version == result["version"] == out["export_challenger"]["version"]
+    assert request["gates"]["accepted"] is True
+    assert request["metrics"]["holdout"]["ndcg@10"] == out["evaluate_against_champion"][
+        "challenger_value"
+    ]
+    assert request["mlflow"]["aliases"] == [registry.CHALLENGER]
+
+    # the first version of an empty store is promoted directly: nothing to observe
+    run, states, out = chain.day1["promotion"]
+    assert run.state == "success", states
+    assert out["report"]["status"] == "promoted", out["report"]
+    assert out["observe"] is None and states["rollback"] == "skipped"
+    routing = chain.routing()
+    assert (routing["strategy"], routing["production"]) == ("single", version)
+    champion = chain.registered()
+    assert champion is not None and champion.store_version == version
+    assert champion.version == request["mlflow"]["version"] == result["mlflow_model_version"]
+    assert champion.aliases == (registry.CHAMPION,)  # the challenger alias moved with it
+    recs = chain.history()
+    assert [r["step"] for r in recs] == ["deploy", "promote"]
+    assert {r["to"] for r in recs} == {version}
+    assert {r["promotion_id"] for r in recs} == {out["report"]["promotion_id"]}
+
+    # the running service serves it, with the features of the raw file read from Redis
+    doc = chain.service.wait_for_production(version)
+    assert [(v["version"], v["roles"]) for v in doc["versions"]] == [(version, ["production"])]
+    assert doc["versions"][0]["feature_views"] == ["query_doc_features"]
+    day1 = [q for q, _ in queries_of(chain.raw(DAY1))]
+    chain.assert_serves(version, chain.raw(DAY1), [day1[0], day1[len(day1) // 2], day1[-1]])
+
+
+def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
+    chain: Chain,
+) -> None:
+    champion = chain.day1["version"]
+    if chain.champion() != champion or not chain.service.server.started:
+        pytest.fail(f"day 1 did not promote {champion} and start the service (see above)")
+    raw2 = land(chain.home, DAY2, DAY2_QUERIES)
+
+    run, states, out = chain.run("ltr_feature_pipeline", logical_date=FEATURES_DAY2)
+    assert run.state == "success", states
+    assert out["write_offline"]["files"][0]["partition"].startswith("20260102T000000")
+
+    run, states, out = chain.run("ltr_retrain", logical_date=RETRAIN_DAY2)
+    assert run.state == "success", states
+    assert states == dict.fromkeys(RETRAIN_TASKS, "success")
+    data = out["build_training_data"]
+    assert sum(data["queries"].values()) == len(DAY1_QUERIES) + len(DAY2_QUERIES)
+    evaluation = out["evaluate_against_champion"]
+    assert evaluation["champion"]["version"] == champion
+    assert evaluation["margin"] == pytest.approx(
+        evaluation["challenger_value"] - evaluation["champion_value"]
+    )
+    result = out["register_and_request"]
+    challenger = result["version"]
+    assert challenger != champion
+    outcome: dict[str, Any] = {"retrain": result["status"], "margin": evaluation["margin"]}
+
+    if result["status"] == "rejected":  # a gate said no: no rollout, nothing changed
+        assert result["reason"], result
+        assert result["gates"]["accepted"] is False
+        assert not (chain.home / "promotions" / "requests" / f"{challenger}.json").exists()
+        assert chain.champion() == champion
+        routing = chain.routing()
+        assert (routing["strategy"], routing["production"]) == ("single", champion)
+        assert [r["step"] for r in chain.history()] == ["deploy", "promote"]
+        chain.day1["outcome"] = {**outcome, "reason": result["reason"]}
+    else:
+        assert result["status"] == "requested", result
+        assert json.loads(Path(result["request"]).read_text())["margin"] == evaluation["margin"]
+        before = dict(chain.service.versions)
+        run, states, out = chain.promote(challenger, **CANARY)
+        report = out["report"]
+        obs = out["observe"]
+        assert obs is not None and obs["version"] == challenger
+        served = {v: n - before.get(v, 0) for v, n in chain.service.versions.items()}
+        assert served.get(challenger, 0) > 0  # the canary really took traffic
+        recs = chain.history()[2:]
+        assert {r["promotion_id"] for r in recs} == {report["promotion_id"]}
+        if report["status"] == "promoted":
+            assert run.state == "success", states
+            assert obs["verdict"] == "promote" and obs["errors"] == 0, obs
+            assert obs["requests"] >= CANARY["min_requests"]
+            assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "promote"]
+            assert (chain.routing()["strategy"], chain.routing()["production"]) == (
+                "single",
+                challenger,
+            )
+            assert chain.champion() == challenger
+            chain.service.wait_for_production(challenger)
+            day2 = [q for q, _ in queries_of(raw2)]
+            chain.assert_serves(challenger, raw2, [day2[0], day2[-1]])
+        else:
+            assert report["status"] == "rolled_back", report
+            assert run.state == "failed" and states["rollback"] == "success"
+            assert report["reason"] and recs[-1]["reason"] == report["reason"]
+            assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "rollback"]
+            assert chain.routing()["production"] == champion
+            assert chain.champion() == champion
+            chain.service.wait_for_production(champion)
+        chain.day1["outcome"] = {**outcome, "promotion": report["status"], "observe": obs}
+
+    time.sleep(0.5)  # a little more traffic after the last routing change
+    statuses = dict(chain.service.statuses)
+    assert statuses.get(200, 0) > 0
+    assert set(statuses) == {200}, (statuses, chain.service.failures[:5])
+    log.info("chain outcome: %s; traffic %s", chain.day1["outcome"], statuses)
+    if os.environ.get("CHAIN_DEBUG_OUT"):
+        Path(os.environ["CHAIN_DEBUG_OUT"]).write_text(json.dumps({"day1": {k: chain.day1[k] for k in ("version",)}, "outcome": chain.day1["outcome"], "traffic": statuses, "versions": chain.service.versions, "hist": chain.history()}, default=str, indent=1))
