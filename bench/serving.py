@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,12 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.loadgen import LoadResult, closed_loop, http_post, open_loop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ltr.demo_serving import free_port
 
 
 def build(home: Path, redis_url: str, project: str) -> dict[str, Any]:
@@ -152,46 +146,19 @@ def bodies(queries: dict[str, list[str]], n_docs: int, count: int, seed: int) ->
     return out
 
 
-def start_server(models: Path, redis_url: str, project: str, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "LTR_MODEL_STORE": str(models),
-        "LTR_REDIS_URL": redis_url,
-        "LTR_FEAST_PROJECT": project,
-        "LTR_CACHE_ENABLED": "false",
-        "LTR_REDIS_TIMEOUT_MS": "200",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(cmd, env=env)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise RuntimeError("the service exited during start-up")
-    proc.kill()
-    raise RuntimeError("the service did not become ready in 60 s")
+def start_server(home: Path, redis_url: str, project: str, port: int) -> subprocess.Popen[bytes]:
+    """The service as the benchmark runs it: uvloop + httptools, cache off, no access log."""
+    from ltr.demo_serving import start_service
+    from ltr.settings import Settings
+
+    settings = Settings(home=home, redis_url=redis_url, feast_project=project)
+    return start_service(
+        settings,
+        port,
+        timeout_s=60.0,
+        extra_env={"LTR_CACHE_ENABLED": "false", "LTR_REDIS_TIMEOUT_MS": "200"},
+        uvicorn_args=("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+    )
 
 
 def rss_mb(pid: int) -> float:
@@ -247,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         port = free_port()
-        proc = start_server(built["models"], args.redis_url, project, port)
+        proc = start_server(home, args.redis_url, project, port)
         b100 = bodies(built["queries"], 100, 600, seed=0)
         b1000 = bodies(built["queries"], 1000, 40, seed=1)
 

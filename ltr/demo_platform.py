@@ -191,11 +191,11 @@ class Traffic(threading.Thread):
 
 
 def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
-    from ltr.demo_serving import _free_port, start_service
+    from ltr.demo_serving import free_port, start_service
 
     t0 = time.perf_counter()
     home = settings.home.resolve()
-    port = _free_port()
+    port = free_port()
     pipeline_yaml, raws = _write_inputs(home, port)
     say(
         f"raw data: {raws[0].relative_to(home)} and {raws[1].relative_to(home)} "

@@ -22,7 +22,7 @@ from ltr.settings import Settings
 FEATURE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -55,8 +55,14 @@ def _call(url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -
 
 
 def start_service(
-    settings: Settings, port: int, timeout_s: float = 120.0
+    settings: Settings,
+    port: int,
+    timeout_s: float = 120.0,
+    *,
+    extra_env: dict[str, str] | None = None,
+    uvicorn_args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
+    """The rank service under uvicorn in a child process, returned once /ready says so."""
     env = {
         **os.environ,
         "LTR_HOME": str(settings.home),
@@ -66,6 +72,7 @@ def start_service(
     }
     if settings.redis_url:
         env["LTR_REDIS_URL"] = settings.redis_url
+    env.update(extra_env or {})
     cmd = [
         sys.executable,
         "-m",
@@ -78,6 +85,7 @@ def start_service(
         str(port),
         "--log-level",
         "warning",
+        *uvicorn_args,
     ]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + timeout_s
@@ -98,7 +106,7 @@ def query_service(
     test: LetorDataset, settings: Settings, say: Callable[[str], None], n_queries: int = 3
 ) -> list[dict[str, Any]]:
     """Start the service, rank a few held-out queries by doc id alone, print, stop."""
-    port = _free_port()
+    port = free_port()
     t0 = time.perf_counter()
     proc = start_service(settings, port)
     base = f"http://127.0.0.1:{port}"

@@ -118,12 +118,6 @@ def redis_client() -> Any:
     return client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def queries_of(path: Path) -> list[tuple[str, list[str]]]:
     """(query id, its doc ids in file order) for every query of a LETOR file."""
     from ltr.data.letor import read_letor
@@ -157,7 +151,7 @@ class LiveService:
     """The rank service under uvicorn in a thread (features from Redis), and a thread
     sending it rank requests by document id alone; every status is counted."""
 
-    def __init__(self, models_dir: Path, project: str, port: int) -> None:
+    def __init__(self, models_dir: Path, project: str) -> None:
         import uvicorn
 
         from serving.main import create_app
@@ -174,12 +168,15 @@ class LiveService:
             cache_enabled=False,  # every request reads its features from Redis
             events_enabled=False,  # and writes nothing to the shared Redis db
         )
-        self.port = port
+        # bound now (the port goes into the pipeline config), listening once started
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
         self.server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings),
                 host="127.0.0.1",
-                port=port,
+                port=self.port,
                 log_level="warning",
                 access_log=False,
             )
@@ -190,7 +187,7 @@ class LiveService:
         self.versions: dict[str, int] = {}
         self.failures: list[str] = []
         self.threads = [
-            threading.Thread(target=self.server.run, daemon=True),
+            threading.Thread(target=self.server.run, args=([self.sock],), daemon=True),
             threading.Thread(target=self._traffic, daemon=True),
         ]
 
@@ -267,6 +264,7 @@ class LiveService:
         self.server.should_exit = True
         if self.threads[0].is_alive():
             self.threads[0].join(timeout=30)
+        self.sock.close()
 
 
 # ----------------------------------------------------------------- the platform
@@ -276,7 +274,7 @@ class Chain:
     project: str
     dagbag: Any
     service: LiveService
-    day1: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)  # what each step returned
 
     @property
     def models(self) -> Path:
@@ -402,13 +400,11 @@ def chain(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cha
     client = redis_client()
     home = tmp_path_factory.mktemp("chain") / "home"
     project = f"ltrchain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    port = free_port()
     service: LiveService | None = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LTR_HOME", str(home))
         mp.setenv("LTR_REDIS_URL", REDIS_URL)
         mp.setenv("LTR_FEAST_PROJECT", project)
-        mp.setenv("LTR_PIPELINE_CONFIG", str(write_pipeline_config(home, f"http://127.0.0.1:{port}")))
         for name in (
             "LTR_FEAST_REPO",
             "LTR_MLFLOW_TRACKING_URI",
@@ -418,15 +414,18 @@ def chain(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cha
             mp.delenv(name, raising=False)
         get_settings.cache_clear()
         try:
+            # The service cannot start on a store without routing.json: it is built (its
+            # port bound) here, but started only once the first promotion has written one.
+            service = LiveService(home / "models", project)
+            mp.setenv("LTR_PIPELINE_CONFIG", str(write_pipeline_config(home, service.url)))
             raw = land(home, DAY1, DAY1_QUERIES)
-            # the service cannot start on a store without routing.json: it is built here
-            # but only started once the first promotion has written one
-            service = LiveService(home / "models", project, port)
             c = Chain(home, project, dagbag, service)
-            c.day1["features"] = c.run("ltr_feature_pipeline", logical_date=FEATURES_DAY1)
-            c.day1["retrain"] = c.run("ltr_retrain", logical_date=RETRAIN_DAY1)
-            version = c.day1["version"] = c.day1["retrain"][2]["register_and_request"]["version"]
-            c.day1["promotion"] = c.promote(version)
+            c.results["features"] = c.run("ltr_feature_pipeline", logical_date=FEATURES_DAY1)
+            c.results["retrain"] = c.run("ltr_retrain", logical_date=RETRAIN_DAY1)
+            request = c.results["retrain"][2]["register_and_request"].get("request")
+            if request:  # the version to promote, as an operator reads it from the request
+                version = c.results["version"] = json.loads(Path(request).read_text())["version"]
+                c.results["promotion"] = c.promote(version)
             if (c.models / "routing.json").is_file():
                 service.start(queries_of(raw))
             yield c
@@ -445,14 +444,14 @@ def test_raw_files_become_a_promoted_model_that_the_running_service_serves(
 ) -> None:
     from ltr import registry
 
-    run, states, out = chain.day1["features"]
+    run, states, out = chain.results["features"]
     assert run.state == "success", states
     assert states == dict.fromkeys(FEATURE_TASKS, "success")
     assert out["materialize"]["online_store"] == "redis"
     n_docs = out["write_offline"]["label_rows"]
     assert out["materialize"]["rows"]["query_doc_features"] == n_docs > 0
 
-    run, states, out = chain.day1["retrain"]
+    run, states, out = chain.results["retrain"]
     assert run.state == "success", states
     assert states == dict.fromkeys(RETRAIN_TASKS, "success")
     assert sum(out["build_training_data"]["queries"].values()) == len(DAY1_QUERIES)
@@ -461,15 +460,21 @@ def test_raw_files_become_a_promoted_model_that_the_running_service_serves(
     assert result["status"] == "requested", result
     request = json.loads(Path(result["request"]).read_text())
     version = request["version"]
-    assert version == result["version"] == out["export_challenger"]["version"]
+    assert version == chain.results["version"] == result["version"]
+    assert (
+        version
+        == out["export_challenger"]["version"]
+        == out["evaluate_against_champion"]["best"]["run_name"]
+    )
     assert request["gates"]["accepted"] is True
-    assert request["metrics"]["holdout"]["ndcg@10"] == out["evaluate_against_champion"][
-        "challenger_value"
-    ]
+    assert (
+        request["metrics"]["holdout"]["ndcg@10"]
+        == out["evaluate_against_champion"]["challenger_value"]
+    )
     assert request["mlflow"]["aliases"] == [registry.CHALLENGER]
 
     # the first version of an empty store is promoted directly: nothing to observe
-    run, states, out = chain.day1["promotion"]
+    run, states, out = chain.results["promotion"]
     assert run.state == "success", states
     assert out["report"]["status"] == "promoted", out["report"]
     assert out["observe"] is None and states["rollback"] == "skipped"
@@ -495,8 +500,8 @@ def test_raw_files_become_a_promoted_model_that_the_running_service_serves(
 def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
     chain: Chain,
 ) -> None:
-    champion = chain.day1["version"]
-    if chain.champion() != champion or not chain.service.server.started:
+    champion = chain.results.get("version")
+    if champion is None or chain.champion() != champion or not chain.service.server.started:
         pytest.fail(f"day 1 did not promote {champion} and start the service (see above)")
     raw2 = land(chain.home, DAY2, DAY2_QUERIES)
 
@@ -504,6 +509,8 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
     assert run.state == "success", states
     assert out["write_offline"]["files"][0]["partition"].startswith("20260102T000000")
 
+    if os.environ.get("CHAIN_FORCE") == "reject":
+        cfgp = Path(os.environ["LTR_PIPELINE_CONFIG"]); b = yaml.safe_load(cfgp.read_text()); b["gates"]["min_margin"] = 0.5; cfgp.write_text(yaml.safe_dump(b))
     run, states, out = chain.run("ltr_retrain", logical_date=RETRAIN_DAY2)
     assert run.state == "success", states
     assert states == dict.fromkeys(RETRAIN_TASKS, "success")
@@ -517,56 +524,75 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
     result = out["register_and_request"]
     challenger = result["version"]
     assert challenger != champion
-    outcome: dict[str, Any] = {"retrain": result["status"], "margin": evaluation["margin"]}
+    outcome: dict[str, Any] = {
+        "champion": champion,
+        "challenger": challenger,
+        "retrain": result["status"],
+        **{k: evaluation[k] for k in ("challenger_value", "champion_value", "margin")},
+    }
 
     if result["status"] == "rejected":  # a gate said no: no rollout, nothing changed
-        assert result["reason"], result
-        assert result["gates"]["accepted"] is False
+        assert result["reason"] and result["gates"]["accepted"] is False, result
         assert not (chain.home / "promotions" / "requests" / f"{challenger}.json").exists()
-        assert chain.champion() == champion
-        routing = chain.routing()
-        assert (routing["strategy"], routing["production"]) == ("single", champion)
         assert [r["step"] for r in chain.history()] == ["deploy", "promote"]
-        chain.day1["outcome"] = {**outcome, "reason": result["reason"]}
+        production = champion
+        outcome["reason"] = result["reason"]
     else:
         assert result["status"] == "requested", result
         assert json.loads(Path(result["request"]).read_text())["margin"] == evaluation["margin"]
         before = dict(chain.service.versions)
-        run, states, out = chain.promote(challenger, **CANARY)
-        report = out["report"]
-        obs = out["observe"]
-        assert obs is not None and obs["version"] == challenger
+        run, states, out = chain.promote(challenger, **{**CANARY, **({"min_requests": 100000} if os.environ.get("CHAIN_FORCE") == "rollback" else {})})
+        report, obs = out["report"], out["observe"]
+        assert obs is not None and obs["version"] == challenger, states
         served = {v: n - before.get(v, 0) for v, n in chain.service.versions.items()}
         assert served.get(challenger, 0) > 0  # the canary really took traffic
-        recs = chain.history()[2:]
+        recs = chain.history()[2:]  # this promotion's records
         assert {r["promotion_id"] for r in recs} == {report["promotion_id"]}
+        outcome.update(promotion=report["status"], reason=report["reason"], observation=obs)
         if report["status"] == "promoted":
             assert run.state == "success", states
             assert obs["verdict"] == "promote" and obs["errors"] == 0, obs
             assert obs["requests"] >= CANARY["min_requests"]
             assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "promote"]
-            assert (chain.routing()["strategy"], chain.routing()["production"]) == (
-                "single",
-                challenger,
-            )
-            assert chain.champion() == challenger
-            chain.service.wait_for_production(challenger)
-            day2 = [q for q, _ in queries_of(raw2)]
-            chain.assert_serves(challenger, raw2, [day2[0], day2[-1]])
-        else:
+            production = challenger
+        else:  # rolled back automatically, with the reason
             assert report["status"] == "rolled_back", report
-            assert run.state == "failed" and states["rollback"] == "success"
+            assert run.state == "failed" and states["rollback"] == "success", states
             assert report["reason"] and recs[-1]["reason"] == report["reason"]
             assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "rollback"]
-            assert chain.routing()["production"] == champion
-            assert chain.champion() == champion
-            chain.service.wait_for_production(champion)
-        chain.day1["outcome"] = {**outcome, "promotion": report["status"], "observe": obs}
+            production = champion
+    chain.results["outcome"] = outcome
+
+    # the outcome is what serves: routing, registry, and the running service
+    routing = chain.routing()
+    assert (routing["strategy"], routing["production"]) == ("single", production)
+    assert chain.champion() == production
+    doc = chain.service.wait_for_production(production)
+    assert [(v["version"], v["roles"]) for v in doc["versions"]] == [(production, ["production"])]
+    day2 = [q for q, _ in queries_of(raw2)]
+    chain.assert_serves(production, raw2, [day2[0], day2[-1]])  # day 2's features are online
+    chain.assert_serves(
+        production, chain.raw(DAY1), [q for q, _ in queries_of(chain.raw(DAY1))][:1]
+    )
 
     time.sleep(0.5)  # a little more traffic after the last routing change
     statuses = dict(chain.service.statuses)
     assert statuses.get(200, 0) > 0
     assert set(statuses) == {200}, (statuses, chain.service.failures[:5])
-    log.info("chain outcome: %s; traffic %s", chain.day1["outcome"], statuses)
+    log.info(
+        "chain outcome: %s; traffic %s by version %s", outcome, statuses, chain.service.versions
+    )
     if os.environ.get("CHAIN_DEBUG_OUT"):
-        Path(os.environ["CHAIN_DEBUG_OUT"]).write_text(json.dumps({"day1": {k: chain.day1[k] for k in ("version",)}, "outcome": chain.day1["outcome"], "traffic": statuses, "versions": chain.service.versions, "hist": chain.history()}, default=str, indent=1))
+        Path(os.environ["CHAIN_DEBUG_OUT"]).write_text(
+            json.dumps(
+                {
+                    "d1": {k: chain.results[k][2] for k in ("retrain",)},
+                    "outcome": outcome,
+                    "d2": out,
+                    "traffic": statuses,
+                    "versions": chain.service.versions,
+                },
+                default=str,
+                indent=1,
+            )
+        )
