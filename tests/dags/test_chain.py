@@ -509,8 +509,6 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
     assert run.state == "success", states
     assert out["write_offline"]["files"][0]["partition"].startswith("20260102T000000")
 
-    if os.environ.get("CHAIN_FORCE") == "reject":
-        cfgp = Path(os.environ["LTR_PIPELINE_CONFIG"]); b = yaml.safe_load(cfgp.read_text()); b["gates"]["min_margin"] = 0.5; cfgp.write_text(yaml.safe_dump(b))
     run, states, out = chain.run("ltr_retrain", logical_date=RETRAIN_DAY2)
     assert run.state == "success", states
     assert states == dict.fromkeys(RETRAIN_TASKS, "success")
@@ -541,7 +539,7 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
         assert result["status"] == "requested", result
         assert json.loads(Path(result["request"]).read_text())["margin"] == evaluation["margin"]
         before = dict(chain.service.versions)
-        run, states, out = chain.promote(challenger, **{**CANARY, **({"min_requests": 100000} if os.environ.get("CHAIN_FORCE") == "rollback" else {})})
+        run, states, out = chain.promote(challenger, **CANARY)
         report, obs = out["report"], out["observe"]
         assert obs is not None and obs["version"] == challenger, states
         served = {v: n - before.get(v, 0) for v, n in chain.service.versions.items()}
@@ -582,17 +580,3 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
     log.info(
         "chain outcome: %s; traffic %s by version %s", outcome, statuses, chain.service.versions
     )
-    if os.environ.get("CHAIN_DEBUG_OUT"):
-        Path(os.environ["CHAIN_DEBUG_OUT"]).write_text(
-            json.dumps(
-                {
-                    "d1": {k: chain.results[k][2] for k in ("retrain",)},
-                    "outcome": outcome,
-                    "d2": out,
-                    "traffic": statuses,
-                    "versions": chain.service.versions,
-                },
-                default=str,
-                indent=1,
-            )
-        )
