@@ -43,7 +43,7 @@ def build(home: Path, redis_url: str, project: str) -> dict[str, Any]:
     from ltr.data.dataset import LetorDataset
     from ltr.data.synth import generate_synthetic, split_queries
     from ltr.export.onnx_export import export_ranker
-    from ltr.features.definitions import online_schema
+    from ltr.features.definitions import DEFAULT_FEATURE_SERVICE, online_schema
     from ltr.features.ingest import ingest_letor
     from ltr.features.store import apply, materialize, offline_dir
     from ltr.model_store import write_routing
@@ -110,6 +110,7 @@ def build(home: Path, redis_url: str, project: str) -> dict[str, Any]:
             latency=False,
             feature_sources=schema,
             feature_views=views,
+            feature_service=DEFAULT_FEATURE_SERVICE,
             overwrite=True,
         )
         versions.append(f"bench-{name}")

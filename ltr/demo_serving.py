@@ -182,7 +182,7 @@ def online_demo(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     from ltr.export.onnx_export import export_ranker
-    from ltr.features.definitions import online_schema
+    from ltr.features.definitions import DEFAULT_FEATURE_SERVICE, online_schema
     from ltr.model_store import serve_single
 
     parts = [p for p in (splits.train, splits.valid, splits.test) if p is not None]
@@ -203,6 +203,7 @@ def online_demo(
         latency=False,
         feature_sources=schema,
         feature_views=views,
+        feature_service=DEFAULT_FEATURE_SERVICE,
     )
     serve_single(settings.models_dir, version)
     say(f"serving {version} (reads its {len(schema)} features from the online store)")

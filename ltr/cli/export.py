@@ -49,7 +49,7 @@ def export(
             validation = read_letor(valid_path, n_features=meta["n_features"])
         extra: dict[str, object] = {}
         if online_features:
-            from ltr.features.definitions import online_schema
+            from ltr.features.definitions import DEFAULT_FEATURE_SERVICE, online_schema
             from ltr.features.ingest import read_layout
             from ltr.features.store import offline_dir
             from ltr.training.checkpoint import read_checkpoint_meta
@@ -64,7 +64,11 @@ def export(
                     f"features, the model takes {len(names)}"
                 )
             schema, views = online_schema(names, layout["doc_features"])
-            extra = {"feature_sources": schema, "feature_views": views}
+            extra = {
+                "feature_sources": schema,
+                "feature_views": views,
+                "feature_service": DEFAULT_FEATURE_SERVICE,
+            }
         result = export_checkpoint(
             checkpoint,
             models_dir or get_settings().models_dir,

@@ -106,6 +106,7 @@ def export_ranker(
     latency: bool = True,
     feature_sources: list[dict[str, Any]] | None = None,
     feature_views: dict[str, dict[str, Any]] | None = None,
+    feature_service: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export, check parity on ``validation``, time it, and publish the version folder."""
@@ -151,6 +152,8 @@ def export_ranker(
             "n_features": len(ranker.feature_names),
             "feature_schema": feature_sources or feature_schema(ranker.feature_names),
             "feature_views": feature_views or {},
+            # the versioned Feast FeatureService the model was trained on and serves from
+            "feature_service": feature_service if feature_views else None,
             "input": {"name": "features", "dtype": "float32", "shape": ["n_docs", "n_features"]},
             "output": {"name": "scores", "dtype": "float32", "shape": ["n_docs"]},
             "metrics": meta.get("metrics", {}),

@@ -294,7 +294,7 @@ def _p99_at(latency: list[dict[str, float]], rows: int = LATENCY_ROWS) -> float 
 def _online_features(cfg: PipelineConfig, names: list[str], settings: Settings) -> dict[str, Any]:
     """Schema and views of a model that reads every feature online; checked against the
     offline store's layout, so the served model reads the columns it was trained on."""
-    from ltr.features.definitions import DOC_VIEW, online_schema
+    from ltr.features.definitions import DEFAULT_FEATURE_SERVICE, DOC_VIEW, online_schema
     from ltr.features.ingest import read_layout
     from ltr.features.store import offline_dir
 
@@ -307,7 +307,11 @@ def _online_features(cfg: PipelineConfig, names: list[str], settings: Settings) 
             f"doc_feature_indices are {doc}: the served model would read the wrong columns"
         )
     schema, views = online_schema(names, doc)
-    return {"feature_sources": schema, "feature_views": views}
+    return {
+        "feature_sources": schema,
+        "feature_views": views,
+        "feature_service": DEFAULT_FEATURE_SERVICE,
+    }
 
 
 def export_challenger(
