@@ -32,13 +32,13 @@ test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check ltr serving tests bench
-	$(VENV)/bin/ruff format --check ltr serving tests bench
+	$(VENV)/bin/ruff check ltr serving tests bench dags feature_repo
+	$(VENV)/bin/ruff format --check ltr serving tests bench dags feature_repo
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff format ltr serving tests bench
-	$(VENV)/bin/ruff check --fix ltr serving tests bench
+	$(VENV)/bin/ruff format ltr serving tests bench dags feature_repo
+	$(VENV)/bin/ruff check --fix ltr serving tests bench dags feature_repo
 
 bench: bench-export bench-quality bench-serving
 
