@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, NoReturn
 
 import typer
@@ -18,7 +17,3 @@ def fail(message: str, code: int = 2) -> NoReturn:
     first = " ".join(str(message).split())
     typer.echo(f"error: {first}", err=True)
     raise typer.Exit(code)
-
-
-def info(message: str) -> None:
-    typer.echo(message, err=not sys.stdout.isatty() and False)
