@@ -43,10 +43,3 @@ def write_routing(models_dir: Path, routing: dict[str, Any]) -> dict[str, Any]:
 def serve_single(models_dir: Path, version: str, **extra: Any) -> dict[str, Any]:
     """Route all traffic to ``version``."""
     return write_routing(models_dir, {"strategy": "single", "production": version, **extra})
-
-
-def list_versions(models_dir: Path) -> list[str]:
-    root = Path(models_dir) / "versions"
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -214,7 +214,3 @@ def fit(
 ) -> TrainOutcome:
     fn = train_neural if cfg.model.is_neural else train_lightgbm
     return fn(cfg, train, valid, on_epoch=on_epoch, progress=progress)
-
-
-def score_with(ranker: Any, ds: LetorDataset) -> np.ndarray:
-    return np.asarray(ranker.score(ds), dtype=np.float64)
