@@ -2,6 +2,8 @@
 
 The dataset is built here from NumPy with a fixed seed (not with the library's synthetic
 generator), so tests of the training code do not depend on the code that generates data.
+Helpers shared by several suites are in ``tests/support`` (``pythonpath`` puts ``tests`` on
+``sys.path``); pytest rewrites their asserts as it does the tests'.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 import numpy as np
 import pytest
 
-from ltr.data.dataset import LetorDataset
-from ltr.settings import get_settings
+pytest.register_assert_rewrite("support")
+
+from support.env import isolated_home  # noqa: E402
+
+from ltr.data.dataset import LetorDataset  # noqa: E402
 
 N_FEATURES = 10
 SPLIT_QUERIES = {"train": 120, "valid": 40, "test": 40}
@@ -82,10 +87,5 @@ def splits() -> Splits3:
 def ltr_home(tmp_path, monkeypatch):
     """A fresh ``LTR_HOME`` (runs, models, MLflow store) with the settings cache cleared."""
     home = tmp_path / "ltr_home"
-    monkeypatch.setenv("LTR_HOME", str(home))
-    monkeypatch.delenv("LTR_MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("LTR_MLFLOW_EXPERIMENT", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
+    with isolated_home(home, monkeypatch):
+        yield home

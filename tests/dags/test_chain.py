@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,13 +33,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+from support.datasets import mq2008_s1
+from support.pipeline import (
+    MQ2008_VALIDATION,
+    land_raw,
+    pipeline_home,
+    run_without_retries,
+    training_sections,
+    write_pipeline_config,
+)
+from support.service import Body, LiveService, service_settings
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.datasets]
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/2"
 REGISTRY = "ltr-ranker-chain-test"
 DAY1, DAY2 = "2026-01-01", "2026-01-02"
@@ -63,28 +67,6 @@ RETRAIN_TASKS = (
     "register_and_request",
 )
 
-MLP = {
-    "name": "mlp-tiny",
-    "seed": 7,
-    "model": {"type": "mlp", "params": {"hidden": [16], "dropout": 0.0}},
-    "loss": {"name": "lambdarank"},
-    "optimizer": {"name": "adam", "lr": 0.01},
-    "training": {"epochs": 3, "batch_size": 16, "patience": 3, "device": "cpu", "threads": 1},
-}
-LGBM = {
-    "name": "lgbm-tiny",
-    "seed": 7,
-    "model": {
-        "type": "lightgbm",
-        "params": {
-            "n_estimators": 30,
-            "learning_rate": 0.1,
-            "num_leaves": 7,
-            "min_child_samples": 5,
-            "early_stopping_rounds": 10,
-        },
-    },
-}
 # The canary of day 2: a short window that still sees plenty of requests; lenient latency
 # (two shared cores also train models in this process), but not one error allowed.
 CANARY = {
@@ -98,26 +80,6 @@ CANARY = {
 
 
 # ----------------------------------------------------------------- data and services
-def mq2008_s1() -> Path:
-    env = os.environ.get("LTR_DATASETS_DIR")
-    root = Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-    path = root / "mq2008" / "S1.txt"
-    if not path.is_file():
-        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
-    return path
-
-
-def redis_client() -> Any:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=10)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis does not answer at {REDIS_URL}: {exc}")
-    return client
-
-
 def queries_of(path: Path) -> list[tuple[str, list[str]]]:
     """(query id, its doc ids in file order) for every query of a LETOR file."""
     from ltr.data.letor import read_letor
@@ -147,124 +109,28 @@ def expected_ranking(model_dir: Path, raw: Path, query_id: str) -> tuple[list[st
     return [docs[i] for i in order], scores[order]
 
 
-class LiveService:
-    """The rank service under uvicorn in a thread (features from Redis), and a thread
-    sending it rank requests by document id alone; every status is counted."""
+def by_doc_id(queries: list[tuple[str, list[str]]]) -> Body:
+    """Rank requests by document id alone, for each query of ``queries`` in turn."""
 
-    def __init__(self, models_dir: Path, project: str) -> None:
-        import uvicorn
+    def body(i: int) -> dict[str, Any]:
+        qid, docs = queries[i % len(queries)]
+        return {
+            "query_id": qid,
+            "user_id": f"user-{i}",
+            "candidates": [{"doc_id": d} for d in docs],
+        }
 
-        from serving.main import create_app
-        from serving.settings import ServingSettings
+    return body
 
-        settings = ServingSettings(
-            _env_file=None,
-            model_store=models_dir,
-            redis_url=REDIS_URL,
-            feast_project=project,
-            reload_interval_s=0.2,
-            # two shared cores train models in this same process: no spurious timeouts
-            redis_timeout_ms=2000,
-            cache_enabled=False,  # every request reads its features from Redis
-            events_enabled=False,  # and writes nothing to the shared Redis db
-        )
-        # bound now (the port goes into the pipeline config), listening once started
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                access_log=False,
-            )
-        )
-        self.queries: list[tuple[str, list[str]]] = []
-        self.stop = threading.Event()
-        self.statuses: dict[int, int] = {}
-        self.versions: dict[str, int] = {}
-        self.failures: list[str] = []
-        self.threads = [
-            threading.Thread(target=self.server.run, args=([self.sock],), daemon=True),
-            threading.Thread(target=self._traffic, daemon=True),
-        ]
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+def rank(service: LiveService, query_id: str, docs: list[str]) -> dict[str, Any]:
+    import httpx
 
-    def _traffic(self) -> None:
-        import httpx
-
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            i = 0
-            while not self.stop.is_set():
-                qid, docs = self.queries[i % len(self.queries)]
-                body = {
-                    "query_id": qid,
-                    "user_id": f"user-{i}",
-                    "candidates": [{"doc_id": d} for d in docs],
-                }
-                i += 1
-                try:
-                    resp = client.post("/api/v1/rank", json=body)
-                    status = resp.status_code
-                    if status == 200:
-                        v = resp.json()["model_version"]
-                        self.versions[v] = self.versions.get(v, 0) + 1
-                    else:
-                        self.failures.append(f"{status}: {resp.text[:300]}")
-                except httpx.HTTPError as exc:
-                    status = -1
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                time.sleep(0.02)
-
-    def rank(self, query_id: str, docs: list[str]) -> dict[str, Any]:
-        import httpx
-
-        body = {"query_id": query_id, "candidates": [{"doc_id": d} for d in docs]}
-        resp = httpx.post(f"{self.url}/api/v1/rank", json=body, timeout=30)
-        assert resp.status_code == 200, resp.text
-        out: dict[str, Any] = resp.json()
-        return out
-
-    def models(self) -> dict[str, Any]:
-        import httpx
-
-        out: dict[str, Any] = httpx.get(f"{self.url}/api/v1/models", timeout=30).json()
-        return out
-
-    def wait_for_production(self, version: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 15
-        while True:
-            doc = self.models()
-            if (doc["strategy"], doc["production"]) == ("single", version):
-                return doc
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the service still serves {doc}")
-            time.sleep(0.1)
-
-    def start(self, queries: list[tuple[str, list[str]]]) -> None:
-        self.queries = queries
-        self.threads[0].start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        self.threads[1].start()
-
-    def close(self) -> None:
-        self.stop.set()
-        if self.threads[1].is_alive():
-            self.threads[1].join(timeout=30)
-        self.server.should_exit = True
-        if self.threads[0].is_alive():
-            self.threads[0].join(timeout=30)
-        self.sock.close()
+    body = {"query_id": query_id, "candidates": [{"doc_id": d} for d in docs]}
+    resp = httpx.post(f"{service.url}/api/v1/rank", json=body, timeout=30)
+    assert resp.status_code == 200, resp.text
+    out: dict[str, Any] = resp.json()
+    return out
 
 
 # ----------------------------------------------------------------- the platform
@@ -289,15 +155,7 @@ class Chain:
         from ltr.settings import get_settings
 
         get_settings.cache_clear()
-        dag = self.dagbag.dags[dag_id]
-        retries = {t.task_id: t.retries for t in dag.tasks}
-        try:
-            for t in dag.tasks:
-                t.retries = 0
-            run = dag.test(**kwargs)
-        finally:
-            for t in dag.tasks:
-                t.retries = retries[t.task_id]
+        run = run_without_retries(self.dagbag.dags[dag_id], **kwargs)
         tis = {ti.task_id: ti for ti in run.get_task_instances()}
         states = {t: str(ti.state) for t, ti in tis.items()}
         values = {t: ti.xcom_pull(task_ids=t) for t, ti in tis.items()}
@@ -337,7 +195,7 @@ class Chain:
         docs_of = dict(queries_of(raw))
         artifact = self.models / "versions" / version
         for qid in queries:
-            answer = self.service.rank(qid, docs_of[qid])
+            answer = rank(self.service, qid, docs_of[qid])
             assert answer["model_version"] == version, answer
             assert answer["cached"] is False
             want_docs, want_scores = expected_ranking(artifact, raw, qid)
@@ -349,77 +207,54 @@ class Chain:
             )
 
 
-def write_pipeline_config(home: Path, service_url: str) -> Path:
-    configs = home / "configs"
-    configs.mkdir(parents=True)
-    for spec in (MLP, LGBM):
-        (configs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
-    body = {
-        "validation": {
-            "label_set": [0, 1, 2],
-            "feature_min": 0.0,
-            "feature_max": 1.0,
-            "n_features": 46,
-        },
-        "doc_feature_indices": [],
-        "materialize_overlap_hours": 24,
-        "training": {
-            "configs": [str(configs / "mlp-tiny.yaml"), str(configs / "lgbm-tiny.yaml")],
-            "holdout": {"valid_fraction": 0.2, "test_fraction": 0.2, "salt": "chain-test"},
-        },
-        # a generous latency budget: two shared cores must not make the test flaky
-        "gates": {
-            "metric": "ndcg@10",
-            "min_margin": 0.0,
-            "parity_tolerance": 1e-5,
-            "latency_budget_ms": 200.0,
-        },
-        "registry_name": REGISTRY,
-        "promotion": {**CANARY, "service_url": service_url},
-    }
-    path = home / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
+def pipeline_config(home: Path, service_url: str) -> Path:
+    return write_pipeline_config(
+        home / "pipeline.yaml",
+        **training_sections(
+            home / "configs", salt="chain-test", min_margin=0.0, parity_tolerance=1e-5
+        ),
+        validation=MQ2008_VALIDATION,
+        materialize_overlap_hours=24,
+        registry_name=REGISTRY,
+        promotion={**CANARY, "service_url": service_url},
+    )
 
 
 def land(home: Path, day: str, queries: range) -> Path:
-    from ltr.data.letor import read_letor, write_letor
+    from ltr.data.letor import read_letor
 
-    path = home / "raw" / day / "s1.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_letor(read_letor(mq2008_s1()).subset_queries(list(queries)), path)
-    return path
+    return land_raw(home, read_letor(mq2008_s1()).subset_queries(list(queries)), day)
 
 
 @pytest.fixture(scope="module")
 def chain(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     """Day 1 run through the three DAGs, then the service started on the model store."""
-    from ltr.settings import get_settings
-
     mq2008_s1()
-    client = redis_client()
     home = tmp_path_factory.mktemp("chain") / "home"
-    project = f"ltrchain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    service: LiveService | None = None
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LTR_HOME", str(home))
-        mp.setenv("LTR_REDIS_URL", REDIS_URL)
-        mp.setenv("LTR_FEAST_PROJECT", project)
-        for name in (
-            "LTR_FEAST_REPO",
-            "LTR_MLFLOW_TRACKING_URI",
-            "LTR_MLFLOW_EXPERIMENT",
-            "MLFLOW_TRACKING_URI",
-        ):
-            mp.delenv(name, raising=False)
-        get_settings.cache_clear()
+    with pipeline_home(home, redis_url=REDIS_URL, prefix="ltrchain") as ph:
+        # The service cannot start on a store without routing.json: it is built (its port
+        # bound) here, but started only once the first promotion has written one.
+        queries: list[tuple[str, list[str]]] = []
+        settings = service_settings(
+            home / "models",
+            redis_url=REDIS_URL,
+            feast_project=ph.project,
+            # two shared cores train models in this same process: no spurious timeouts
+            redis_timeout_ms=2000,
+        )
+        service = LiveService(
+            settings,
+            by_doc_id(queries),
+            pause=0.02,
+            start_timeout=30,
+            stop_timeout=30,
+            http_timeout=30,
+            wait_timeout=15,
+        )
         try:
-            # The service cannot start on a store without routing.json: it is built (its
-            # port bound) here, but started only once the first promotion has written one.
-            service = LiveService(home / "models", project)
-            mp.setenv("LTR_PIPELINE_CONFIG", str(write_pipeline_config(home, service.url)))
+            ph.mp.setenv("LTR_PIPELINE_CONFIG", str(pipeline_config(home, service.url)))
             raw = land(home, DAY1, DAY1_QUERIES)
-            c = Chain(home, project, dagbag, service)
+            c = Chain(home, ph.project, dagbag, service)
             c.results["features"] = c.run("ltr_feature_pipeline", logical_date=FEATURES_DAY1)
             c.results["retrain"] = c.run("ltr_retrain", logical_date=RETRAIN_DAY1)
             request = c.results["retrain"][2]["register_and_request"].get("request")
@@ -427,15 +262,11 @@ def chain(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cha
                 version = c.results["version"] = json.loads(Path(request).read_text())["version"]
                 c.results["promotion"] = c.promote(version)
             if (c.models / "routing.json").is_file():
-                service.start(queries_of(raw))
+                queries.extend(queries_of(raw))
+                service.start()
             yield c
         finally:
-            if service is not None:
-                service.close()
-            get_settings.cache_clear()
-            keys = list(client.scan_iter(match=f"*{project}", count=1000))
-            if keys:
-                client.delete(*keys)
+            service.close()
 
 
 # ----------------------------------------------------------------- the tests

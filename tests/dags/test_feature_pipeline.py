@@ -7,9 +7,9 @@ store under a Feast project of this module's own, whose keys are deleted afterwa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.datasets import mq2008_s1
+from support.pipeline import MQ2008_VALIDATION, land_raw, pipeline_home, write_pipeline_config
+from support.redis import project_keys
 
 from ltr.data.dataset import LetorDataset
 from ltr.settings import get_settings
@@ -26,39 +29,11 @@ pytestmark = [pytest.mark.dags, pytest.mark.integration]
 
 DAG_ID = "ltr_feature_pipeline"
 REDIS_URL = os.environ.get("LTR_TEST_REDIS_URL_DAGS", "redis://127.0.0.1:6379/3")
-DATASETS = Path(
-    os.environ.get("LTR_DATASETS_DIR", Path(__file__).resolve().parents[3] / "shared" / "datasets")
-)
-S1 = DATASETS / "mq2008" / "S1.txt"
 N_QUERIES = 60
 DAY = "2026-01-01"
 LOGICAL_DATE = datetime(2026, 1, 2, tzinfo=UTC)  # data interval [2026-01-01, 2026-01-02)
 EMPTY_LOGICAL_DATE = datetime(2026, 1, 6, tzinfo=UTC)
 TASKS = ["find_raw", "validate", "write_offline", "apply", "materialize", "publish"]
-PIPELINE_YAML = """\
-validation:
-  label_set: [0, 1, 2]
-  feature_min: 0.0
-  feature_max: 1.0
-  n_features: 46
-doc_feature_indices: []
-materialize_overlap_hours: 24
-"""
-
-
-def redis_client() -> Any:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=10)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis does not answer at {REDIS_URL}: {exc}")
-    return client
-
-
-def project_keys(client: Any, project: str) -> list[bytes]:
-    return list(client.scan_iter(match=f"*{project}", count=1000))
 
 
 def first_queries(path: Path, n: int) -> LetorDataset:
@@ -76,9 +51,7 @@ def first_queries(path: Path, n: int) -> LetorDataset:
 
 @pytest.fixture(scope="module")
 def s1() -> LetorDataset:
-    if not S1.is_file():
-        pytest.skip(f"MQ2008 not found at {S1} (set LTR_DATASETS_DIR)")
-    return first_queries(S1, N_QUERIES)
+    return first_queries(mq2008_s1(), N_QUERIES)
 
 
 @dataclass
@@ -92,38 +65,29 @@ class Env:
         return self.home / "feast" / "data"
 
     def land(self, name: str, ds: LetorDataset, day: str = DAY) -> Path:
-        from ltr.data.letor import write_letor
-
-        path = self.home / "raw" / day / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_letor(ds, path)
-        return path
+        return land_raw(self.home, ds, day, name)
 
 
-def make_env(tmp: Path, mp: pytest.MonkeyPatch, client: Any) -> Env:
-    project = f"ltrdag_{uuid.uuid4().hex[:10]}"
-    config = tmp / "pipeline.yaml"
-    config.write_text(PIPELINE_YAML)
-    mp.setenv("LTR_HOME", str(tmp / "home"))
-    mp.setenv("LTR_REDIS_URL", REDIS_URL)
-    mp.setenv("LTR_FEAST_PROJECT", project)
-    mp.setenv("LTR_PIPELINE_CONFIG", str(config))
-    mp.delenv("LTR_FEAST_REPO", raising=False)
-    get_settings.cache_clear()
-    return Env(home=tmp / "home", project=project, client=client)
+@contextlib.contextmanager
+def make_env(tmp: Path, mp: pytest.MonkeyPatch) -> Iterator[Env]:
+    """LTR_HOME and a pipeline config in ``tmp``, the online store a Feast project of its own
+    in Redis db 3 (its keys deleted afterwards)."""
+    config = write_pipeline_config(
+        tmp / "pipeline.yaml",
+        validation=MQ2008_VALIDATION,
+        doc_feature_indices=[],
+        materialize_overlap_hours=24,
+    )
+    with pipeline_home(
+        tmp / "home", redis_url=REDIS_URL, prefix="ltrdag", mp=mp, LTR_PIPELINE_CONFIG=str(config)
+    ) as ph:
+        yield Env(home=ph.home, project=ph.project, client=ph.client)
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    client = redis_client()
-    e = make_env(tmp_path, monkeypatch, client)
-    try:
+    with make_env(tmp_path, monkeypatch) as e:
         yield e
-    finally:
-        keys = project_keys(client, e.project)
-        if keys:
-            client.delete(*keys)
-        get_settings.cache_clear()
 
 
 def run_dag(dagbag: Any, logical_date: datetime) -> tuple[Any, dict[str, str]]:
@@ -190,19 +154,11 @@ def landed(
     tmp_path_factory: pytest.TempPathFactory, s1: LetorDataset, dagbag: Any
 ) -> Iterator[dict[str, Any]]:
     """S1's first queries landed for 2026-01-01 and the DAG run once for that day."""
-    client = redis_client()
-    with pytest.MonkeyPatch.context() as mp:
-        e = make_env(tmp_path_factory.mktemp("landed"), mp, client)
-        try:
-            e.land("s1.txt", s1)
-            run, states = run_dag(dagbag, LOGICAL_DATE)
-            xcoms = {t: run.get_task_instance(t).xcom_pull(task_ids=t) for t in TASKS}
-            yield {"env": e, "run": run, "states": states, "xcoms": xcoms}
-        finally:
-            keys = project_keys(client, e.project)
-            if keys:
-                client.delete(*keys)
-            get_settings.cache_clear()
+    with pytest.MonkeyPatch.context() as mp, make_env(tmp_path_factory.mktemp("landed"), mp) as e:
+        e.land("s1.txt", s1)
+        run, states = run_dag(dagbag, LOGICAL_DATE)
+        xcoms = {t: run.get_task_instance(t).xcom_pull(task_ids=t) for t in TASKS}
+        yield {"env": e, "run": run, "states": states, "xcoms": xcoms}
 
 
 def test_a_landed_day_runs_every_task_to_success(landed: dict[str, Any]) -> None:
@@ -300,7 +256,7 @@ def test_rerunning_the_same_interval_changes_nothing(
 def test_a_bad_label_fails_the_run_at_validation_and_writes_nothing(
     env: Env, s1: LetorDataset, dagbag: Any
 ) -> None:
-    bad = first_queries(S1, 5)
+    bad = first_queries(mq2008_s1(), 5)
     bad.labels[3] = 7.0
     env.land("s1.txt", bad)
 
@@ -322,7 +278,7 @@ def test_a_bad_label_fails_the_run_at_validation_and_writes_nothing(
 def test_an_interval_without_raw_files_skips_downstream_and_does_not_fail(
     env: Env, s1: LetorDataset, dagbag: Any
 ) -> None:
-    env.land("s1.txt", first_queries(S1, 2))  # another day: not this run's
+    env.land("s1.txt", first_queries(mq2008_s1(), 2))  # another day: not this run's
 
     run, states = run_dag(dagbag, EMPTY_LOGICAL_DATE)
 

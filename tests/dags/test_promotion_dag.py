@@ -8,158 +8,19 @@ a temporary LTR_HOME. Each test starts from v1 serving alone.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from support.env import isolated_home
+from support.models import FEATURES, export_promotion_versions, register_versions
+from support.service import LiveService, random_features, service_settings
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration]
 
-FEATURES = ["f0", "f1", "f2", "f3"]
 DAG_ID = "ltr_promotion"
-
-
-# ----------------------------------------------------------------- artifacts
-def _export(root: Path, version: str, seed: int, extra_required: str | None = None) -> None:
-    """A tiny MLP exported for real; ``extra_required`` is a request feature it requires."""
-    import torch
-
-    from ltr.data.dataset import LetorDataset
-    from ltr.export.onnx_export import export_ranker, feature_schema
-    from ltr.models.neural import build_model
-    from ltr.models.rankers import NeuralRanker
-
-    names = [*FEATURES, *([extra_required] if extra_required else [])]
-    torch.manual_seed(seed)
-    ranker = NeuralRanker(
-        build_model("mlp", len(names), {"hidden": [4]}), "mlp", {"hidden": [4]}, "ranknet", names
-    )
-    rng = np.random.default_rng(seed)
-    valid = LetorDataset(
-        features=rng.standard_normal((12, len(names))).astype(np.float32),
-        labels=rng.integers(0, 3, 12).astype(np.float32),
-        qids=np.array(["q0"] * 6 + ["q1"] * 6, dtype=object),
-        doc_ids=np.array([f"d{i}" for i in range(12)], dtype=object),
-        feature_names=names,
-    )
-    schema = feature_schema(names)
-    for entry in schema:
-        entry["required"] = entry["name"] == extra_required
-    with warnings.catch_warnings():  # the project exports with TorchScript on purpose
-        warnings.simplefilter("ignore")
-        export_ranker(
-            ranker,
-            {"model_type": "mlp", "loss": "ranknet", "metrics": {"valid": {"ndcg@10": 0.5}}},
-            valid,
-            root,
-            version=version,
-            latency=False,
-            feature_sources=schema,
-        )
-
-
-# ----------------------------------------------------------------- the live service
-class LiveService:
-    """The rank service under uvicorn in a thread, and a thread sending it traffic."""
-
-    def __init__(self, models_dir: Path) -> None:
-        import uvicorn
-
-        from serving.main import create_app
-        from serving.settings import ServingSettings
-
-        settings = ServingSettings(
-            _env_file=None,
-            model_store=models_dir,
-            redis_url=None,
-            reload_interval_s=0.2,
-            cache_enabled=False,
-            events_enabled=False,
-            feast_repo=models_dir / "no-feature-repo",
-        )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                access_log=False,
-            )
-        )
-        self.stop = threading.Event()
-        self.statuses: dict[int, int] = {}
-        self.threads = [
-            threading.Thread(target=self.server.run, daemon=True),
-            threading.Thread(target=self._traffic, daemon=True),
-        ]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _traffic(self) -> None:
-        import httpx
-
-        rng = np.random.default_rng(0)
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                body = {
-                    "query_id": f"q{i % 7}",
-                    "user_id": f"user-{i}",
-                    "candidates": [
-                        {
-                            "doc_id": f"d{j}",
-                            "features": dict(zip(FEATURES, rng.random(4), strict=True)),
-                        }
-                        for j in range(5)
-                    ],
-                }
-                try:
-                    status = client.post("/api/v1/rank", json=body).status_code
-                except httpx.HTTPError:
-                    status = -1
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                time.sleep(0.005)
-
-    def wait_for_production(self, version: str) -> None:
-        import httpx
-
-        deadline = time.monotonic() + 10
-        while True:
-            doc = httpx.get(f"{self.url}/api/v1/models", timeout=5).json()
-            if (doc["strategy"], doc["production"]) == ("single", version):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the service still serves {doc}")
-            time.sleep(0.1)
-
-    def __enter__(self) -> LiveService:
-        self.threads[0].start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        self.threads[1].start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.threads[1].join(timeout=10)
-        self.server.should_exit = True
-        self.threads[0].join(timeout=10)
 
 
 # ----------------------------------------------------------------- fixtures
@@ -173,30 +34,19 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, airflow_db: str) -> Iterator[Env]:
-    from ltr import registry
     from ltr.model_store import serve_single
     from ltr.pipelines.config import load_pipeline_config
-    from ltr.settings import get_settings
 
     home = tmp_path_factory.mktemp("promotion_dag_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LTR_HOME", str(home))
-        for var in ("LTR_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI", "LTR_PIPELINE_CONFIG"):
-            mp.delenv(var, raising=False)
-        get_settings.cache_clear()
+    with isolated_home(home, unset=("LTR_PIPELINE_CONFIG",)):
         models = home / "models"
-        _export(models, "v1", seed=1)
-        _export(models, "v2", seed=2)
-        _export(models, "v3", seed=3, extra_required="f_extra")
+        export_promotion_versions(models)
         name = load_pipeline_config().registry_name
-        registered = {
-            v: registry.register_model(models / "versions" / v, name=name).version
-            for v in ("v1", "v2", "v3")
-        }
+        registered = register_versions(models, ["v1", "v2", "v3"], name=name)
         serve_single(models, "v1")
-        with LiveService(models) as live:
+        settings = service_settings(models)
+        with LiveService(settings, random_features(FEATURES)) as live:
             yield Env(models, live, name, registered)
-    get_settings.cache_clear()
 
 
 @pytest.fixture

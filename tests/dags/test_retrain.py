@@ -11,7 +11,6 @@ Tiny models (MLP [16] for 3 epochs, LightGBM 30 trees) keep it fast.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,11 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from support.datasets import mq2008_s1
+from support.pipeline import (
+    pipeline_home,
+    run_without_retries,
+    training_sections,
+    write_pipeline_config,
+)
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.datasets]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/4"
 REGISTRY = "ltr-ranker-retrain-test"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)  # features and labels of the offline store
@@ -38,49 +42,6 @@ TASKS = (
     "register_and_request",
 )
 
-MLP = {
-    "name": "mlp-tiny",
-    "seed": 7,
-    "model": {"type": "mlp", "params": {"hidden": [16], "dropout": 0.0}},
-    "loss": {"name": "lambdarank"},
-    "optimizer": {"name": "adam", "lr": 0.01},
-    "training": {"epochs": 3, "batch_size": 16, "patience": 3, "device": "cpu", "threads": 1},
-}
-LGBM = {
-    "name": "lgbm-tiny",
-    "seed": 7,
-    "model": {
-        "type": "lightgbm",
-        "params": {
-            "n_estimators": 30,
-            "learning_rate": 0.1,
-            "num_leaves": 7,
-            "min_child_samples": 5,
-            "early_stopping_rounds": 10,
-        },
-    },
-}
-
-
-def mq2008_s1() -> Path:
-    env = os.environ.get("LTR_DATASETS_DIR")
-    root = Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-    path = root / "mq2008" / "S1.txt"
-    if not path.is_file():
-        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
-    return path
-
-
-def redis_client() -> Any:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis does not answer at {REDIS_URL}: {exc}")
-    return client
-
 
 class Env:
     """The temporary platform: settings, config files, and helpers to run the DAG."""
@@ -90,9 +51,6 @@ class Env:
         self.monkeypatch = monkeypatch
         self.dagbag = dagbag
         self.configs = home / "configs"
-        self.configs.mkdir(parents=True)
-        for spec in (MLP, LGBM):
-            (self.configs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
 
     @property
     def settings(self) -> Any:
@@ -102,35 +60,20 @@ class Env:
 
     def use_gates(self, **gates: float) -> None:
         """Point LTR_PIPELINE_CONFIG at a pipeline config with these gates."""
-        body = {
-            "doc_feature_indices": [],
-            "training": {
-                "configs": [
-                    str(self.configs / "mlp-tiny.yaml"),
-                    str(self.configs / "lgbm-tiny.yaml"),
-                ],
-                "holdout": {"valid_fraction": 0.2, "test_fraction": 0.2, "salt": "dag-test"},
-            },
-            # a generous latency budget: two shared cores must not make the test flaky
-            "gates": {"metric": "ndcg@10", "latency_budget_ms": 200.0, **gates},
-            "registry_name": REGISTRY,
-        }
-        path = self.home / f"pipeline-{uuid.uuid4().hex[:6]}.yaml"
-        path.write_text(yaml.safe_dump(body))
+        path = write_pipeline_config(
+            self.home / f"pipeline-{uuid.uuid4().hex[:6]}.yaml",
+            **training_sections(self.configs, salt="dag-test", **gates),
+            registry_name=REGISTRY,
+        )
         self.monkeypatch.setenv("LTR_PIPELINE_CONFIG", str(path))
 
     def run(
         self, logical_date: datetime | None, run_after: datetime | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        dag = self.dagbag.dags["ltr_retrain"]
-        retries = {t.task_id: t.retries for t in dag.tasks}
-        try:  # a broken task fails the test at once instead of after the retry delays
-            for t in dag.tasks:
-                t.retries = 0
-            run = dag.test(logical_date=logical_date, run_after=run_after)
-        finally:
-            for t in dag.tasks:
-                t.retries = retries[t.task_id]
+        # a broken task fails the test at once instead of after the retry delays
+        run = run_without_retries(
+            self.dagbag.dags["ltr_retrain"], logical_date=logical_date, run_after=run_after
+        )
         tis = {ti.task_id: ti for ti in run.get_task_instances()}
         states = {t: tis[t].state for t in TASKS}
         values = {t: tis[t].xcom_pull(task_ids=t) for t in TASKS}
@@ -170,31 +113,16 @@ def env(dagbag: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     from ltr.features.ingest import ingest_letor
     from ltr.features.store import apply, offline_dir
     from ltr.pipelines.feature_pipeline import write_labels
-    from ltr.settings import get_settings
 
     path = mq2008_s1()
-    client = redis_client()
     home = tmp_path_factory.mktemp("retrain") / "home"
-    project = f"ltrretrain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LTR_HOME", str(home))
-        mp.setenv("LTR_REDIS_URL", REDIS_URL)
-        mp.setenv("LTR_FEAST_PROJECT", project)
-        for name in ("LTR_MLFLOW_TRACKING_URI", "LTR_MLFLOW_EXPERIMENT", "MLFLOW_TRACKING_URI"):
-            mp.delenv(name, raising=False)
-        get_settings.cache_clear()
-        try:
-            ds = read_letor(path).subset_queries(list(range(80)))
-            store = offline_dir()
-            result = ingest_letor(ds, store, doc_feature_indices=[], event_timestamp=T0, name="S1")
-            write_labels(ds, store, partition=result["partition"], event_timestamp=T0)
-            apply()
-            yield Env(home, mp, dagbag)
-        finally:
-            get_settings.cache_clear()
-            keys = list(client.scan_iter(match=f"*{project}", count=1000))
-            if keys:
-                client.delete(*keys)
+    with pipeline_home(home, redis_url=REDIS_URL, prefix="ltrretrain", socket_timeout=5) as ph:
+        ds = read_letor(path).subset_queries(list(range(80)))
+        store = offline_dir()
+        result = ingest_letor(ds, store, doc_feature_indices=[], event_timestamp=T0, name="S1")
+        write_labels(ds, store, partition=result["partition"], event_timestamp=T0)
+        apply()
+        yield Env(home, ph.mp, dagbag)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ datasets are small and each test runs one or two validations.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.datasets import need
 from typer.testing import CliRunner
 
 from ltr.cli.main import app
@@ -29,7 +29,6 @@ from ltr.validation import (
     validate_file,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 N_FEATURES = 6
 # The synthetic dataset's features are standard-normal-like: all inside [-50, 50].
 CLEAN = ValidationPolicy(
@@ -262,18 +261,6 @@ def test_a_query_split_in_two_runs_is_reported_as_not_contiguous() -> None:
 
 
 # -------------------------------------------------------------------------- real data
-def datasets_dir() -> Path:
-    env = os.environ.get("LTR_DATASETS_DIR")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-
-
-def need(relative: str) -> Path:
-    path = datasets_dir() / relative
-    if not path.exists():
-        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
-    return path
-
-
 MQ2008 = ValidationPolicy(label_set=(0, 1, 2), feature_min=0.0, feature_max=1.0, n_features=46)
 
 

@@ -7,31 +7,17 @@ never copied into it; each test skips with a reason when its folder is absent.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.datasets import need
 
 from ltr.data.dataset import LetorDataset
 from ltr.data.folds import MQ2008_ROTATION, load_fold
 from ltr.data.letor import LetorFormatError, read_letor
 
 pytestmark = pytest.mark.datasets
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def datasets_dir() -> Path:
-    env = os.environ.get("LTR_DATASETS_DIR")
-    return Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-
-
-def need(relative: str) -> Path:
-    path = datasets_dir() / relative
-    if not path.exists():
-        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
-    return path
 
 
 def hand_parse(path: Path, n_lines: int, n_features: int) -> list[tuple]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.env import isolated_home
 from typer.testing import CliRunner
 
 from ltr.cli.main import app
@@ -54,13 +55,8 @@ def assert_one_line_error(result, *needles: str) -> None:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("cli_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LTR_HOME", str(home))
-        for name in ("LTR_MLFLOW_TRACKING_URI", "LTR_MLFLOW_EXPERIMENT", "MLFLOW_TRACKING_URI"):
-            mp.delenv(name, raising=False)
-        get_settings.cache_clear()
+    with isolated_home(home):
         yield home
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

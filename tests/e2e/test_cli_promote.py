@@ -4,22 +4,19 @@ artifacts, real routing.json, the real MLflow registry (SQLite) and one-line err
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support.models import export_tiny_mlp, register_versions
 from typer.testing import CliRunner, Result
 
 from ltr.cli.main import app
-from ltr.data.dataset import LetorDataset
 from ltr.model_store import serve_single
 from ltr.settings import get_settings
 from serving.routing import RoutingConfig
 
 pytestmark = pytest.mark.e2e
 
-FEATURES = ["f0", "f1", "f2", "f3"]
 runner = CliRunner()
 
 
@@ -39,47 +36,13 @@ def one_line_error(result: Result) -> str:
     return str(lines[0])
 
 
-def export(models_dir: Path, version: str, seed: int) -> Path:
-    import torch
-
-    from ltr.export.onnx_export import export_ranker
-    from ltr.models.neural import build_model
-    from ltr.models.rankers import NeuralRanker
-
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    ranker = NeuralRanker(
-        build_model("mlp", len(FEATURES), {"hidden": [4]}),
-        "mlp",
-        {"hidden": [4]},
-        "ranknet",
-        FEATURES,
-    )
-    rng = np.random.default_rng(seed)
-    valid = LetorDataset(
-        features=rng.standard_normal((12, len(FEATURES))).astype(np.float32),
-        labels=rng.integers(0, 3, 12).astype(np.float32),
-        qids=np.array(["q0"] * 6 + ["q1"] * 6, dtype=object),
-        doc_ids=np.array([f"d{i}" for i in range(12)], dtype=object),
-        feature_names=list(FEATURES),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = export_ranker(
-            ranker, {"model_type": "mlp"}, valid, models_dir, version=version, latency=False
-        )
-    return Path(out["path"])
-
-
 @pytest.fixture
 def store(ltr_home: Path) -> Path:
     """var/models with v1 (in production, registry champion) and v2 (registered challenger)."""
-    from ltr import registry
-
     models = get_settings().models_dir
-    v1 = registry.register_model(export(models, "v1", seed=1))
-    registry.set_champion(registry.DEFAULT_NAME, v1.version)
-    registry.register_model(export(models, "v2", seed=2))
+    export_tiny_mlp(models, "v1", seed=1, meta={"model_type": "mlp"})
+    export_tiny_mlp(models, "v2", seed=2, meta={"model_type": "mlp"})
+    register_versions(models, ["v1", "v2"], champion="v1")
     serve_single(models, "v1")
     return models
 

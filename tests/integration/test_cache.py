@@ -8,21 +8,17 @@ and skip when Redis does not answer. The recovery test starts its own ``redis-se
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from support.redis import PrivateRedis, counting_client, fail_fast_client
 
 from serving.cache import RankCache
-from serving.redis_guard import RedisGuard, fail_fast_redis
+from serving.redis_guard import RedisGuard
 
 REDIS_URL = os.environ.get("LTR_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
 RANKED = [
@@ -40,36 +36,10 @@ class FakeClock:
         return self.now
 
 
-class CountingRedis(redis.Redis):
-    """A real client that counts the commands it sends (reaching the network or not)."""
-
-    calls = 0
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.calls += 1
-        return super().execute_command(*args, **options)
-
-
-def counting_client(port: int) -> CountingRedis:
-    return CountingRedis(
-        host="127.0.0.1",
-        port=port,
-        socket_timeout=0.05,
-        socket_connect_timeout=0.05,
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
 @pytest.fixture
 def live() -> Iterator[redis.Redis]:
-    # 0.5 s, not 50 ms: the test machine is shared and a slow answer is not what we test.
-    client = fail_fast_redis(REDIS_URL, timeout_seconds=0.5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    yield client
-    client.close()
+    with fail_fast_client(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture
@@ -194,62 +164,17 @@ def test_a_dead_redis_never_raises_counts_errors_and_the_breaker_stops_calling_i
 # -- recovery: a Redis of our own that we stop and start again --------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    probe = redis.Redis(port=port, socket_timeout=0.2, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            probe.ping()
-            break
-        except redis.RedisError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.skip("could not start a private redis-server")
-            time.sleep(0.02)
-    probe.close()
-    return proc
-
-
-def stop_redis(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 @pytest.fixture
-def own_redis() -> Iterator[dict[str, Any]]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server: dict[str, Any] = {"port": free_port()}
-    server["proc"] = start_redis(server["port"])
+def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path, start_timeout=10.0)
+    server.start()
     yield server
-    if server["proc"].poll() is None:
-        stop_redis(server["proc"])
+    server.stop()
 
 
 @pytest.mark.integration
 def test_the_cache_recovers_by_itself_when_redis_comes_back(own_redis):
-    client = counting_client(own_redis["port"])
+    client = counting_client(own_redis.port)
     clock = FakeClock()
     cache = RankCache(
         client,
@@ -259,12 +184,12 @@ def test_the_cache_recovers_by_itself_when_redis_comes_back(own_redis):
     cache.set("k", RANKED)
     assert cache.get("k") == RANKED
 
-    stop_redis(own_redis["proc"])
+    own_redis.stop()
     for _ in range(5):
         assert cache.get("k") is None
     assert cache.guard.is_open and sum(cache.errors.values()) == 2
 
-    own_redis["proc"] = start_redis(own_redis["port"])  # empty again: no persistence
+    own_redis.start()  # empty again: no persistence
     assert cache.get("k") is None and cache.guard.is_open  # still cooling down
     clock.now += 1.0
     cache.set("k", RANKED)  # the probe succeeds and closes the circuit

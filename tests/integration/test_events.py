@@ -11,12 +11,10 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from support.redis import CountingRedis, counting_client, fail_fast_client
 
 from serving.errors import EventLogUnavailable
 from serving.events import JSON_FIELDS, EventLog
@@ -25,36 +23,14 @@ from serving.redis_guard import RedisGuard, fail_fast_redis
 REDIS_URL = os.environ.get("LTR_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
 
 
-class CountingRedis(redis.Redis):
-    """A real client that counts the commands it sends (reaching the network or not)."""
-
-    calls = 0
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.calls += 1
-        return super().execute_command(*args, **options)
-
-
 def dead_client() -> CountingRedis:
-    return CountingRedis(
-        host="127.0.0.1",
-        port=1,  # nothing listens there
-        socket_timeout=0.05,
-        socket_connect_timeout=0.05,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return counting_client(port=1)  # nothing listens there
 
 
 @pytest.fixture
 def live() -> Iterator[redis.Redis]:
-    # 0.5 s, not 50 ms: the test machine is shared and a slow answer is not what we test.
-    client = fail_fast_redis(REDIS_URL, timeout_seconds=0.5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    yield client
-    client.close()
+    with fail_fast_client(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+from support.env import isolated_home
 from typer.testing import CliRunner
 
 from ltr.cli.main import app
@@ -22,14 +24,12 @@ FEATURE_REPO = REPO_ROOT / "feature_repo"
 
 
 @pytest.fixture
-def feast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def feast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """An empty LTR_HOME with the SQLite online store and the default project name."""
-    monkeypatch.setenv("LTR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LTR_FEAST_PROJECT", raising=False)
-    monkeypatch.delenv("LTR_REDIS_URL", raising=False)
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
+    with isolated_home(
+        tmp_path / "home", monkeypatch, unset=("LTR_FEAST_PROJECT", "LTR_REDIS_URL")
+    ):
+        yield get_settings()
 
 
 def test_checked_in_feature_store_yaml_matches_the_contract() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.redis import delete_project_keys, redis_client, unique_project
 from typer.testing import CliRunner
 
 from ltr.cli.main import app
@@ -34,25 +34,8 @@ DOC_COLS = list(range(40, 46))  # MQ2008-like: 46 features, 41-46 document-only
 N_SAMPLE = 300
 
 
-def redis_client() -> Any:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis does not answer at {REDIS_URL}: {exc}")
-    return client
-
-
-def delete_project_keys(client: Any, project: str) -> None:
-    keys = list(client.scan_iter(match=f"*{project}", count=1000))
-    for i in range(0, len(keys), 1000):
-        client.delete(*keys[i : i + 1000])
-
-
 def make_settings(home: Path, online: str) -> Settings:
-    project = f"ltrtest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    project = unique_project("ltrtest")
     return Settings(
         home=home, feast_project=project, redis_url=REDIS_URL if online == "redis" else None
     )
@@ -72,7 +55,7 @@ def loaded(
     """The big dataset ingested at T1, applied and materialized once per online store."""
     from ltr.features.store import apply, materialize, offline_dir
 
-    client = redis_client() if request.param == "redis" else None
+    client = redis_client(REDIS_URL, socket_timeout=5) if request.param == "redis" else None
     settings = make_settings(tmp_path_factory.mktemp(request.param), request.param)
     ds = big_dataset()
     try:
@@ -167,7 +150,7 @@ def test_redis_layout_is_what_the_serving_side_encodes(loaded: dict) -> None:
 # ------------------------------------------------------------ windows and versions
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
 def small_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    client = redis_client() if request.param == "redis" else None
+    client = redis_client(REDIS_URL, socket_timeout=5) if request.param == "redis" else None
     settings = make_settings(tmp_path / "home", request.param)
     yield settings
     if client is not None:

@@ -6,14 +6,16 @@ that was ingested, and for MQ2008 also from an independent parse of the file's t
 
 from __future__ import annotations
 
-import os
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support.datasets import mq2008_s1
+from support.env import isolated_home
 
 from ltr.data.dataset import LetorDataset
 from ltr.data.letor import read_letor
@@ -22,20 +24,17 @@ from ltr.features.definitions import DOC_VIEW, QUERY_DOC_VIEW, output_column
 from ltr.features.ingest import IngestError, ingest_letor
 from ltr.settings import Settings, get_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 T1 = datetime(2024, 3, 1, tzinfo=UTC)
 T2 = T1 + timedelta(days=7)
 DOC_COLS = [5, 6, 7]  # of 8 synthetic features, the last three depend on the document only
 
 
 @pytest.fixture
-def feast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("LTR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LTR_FEAST_PROJECT", raising=False)
-    monkeypatch.delenv("LTR_REDIS_URL", raising=False)
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
+def feast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    with isolated_home(
+        tmp_path / "home", monkeypatch, unset=("LTR_FEAST_PROJECT", "LTR_REDIS_URL")
+    ):
+        yield get_settings()
 
 
 def entities_at(ds: LetorDataset, when: datetime | list[datetime]) -> pd.DataFrame:
@@ -157,15 +156,6 @@ def test_training_frame_keeps_the_entity_row_order(
 
 
 # ----------------------------------------------------------------------------- MQ2008
-def mq2008_s1() -> Path:
-    env = os.environ.get("LTR_DATASETS_DIR")
-    root = Path(env) if env else (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-    path = root / "mq2008" / "S1.txt"
-    if not path.is_file():
-        pytest.skip(f"dataset not available: {path} (set LTR_DATASETS_DIR to its folder)")
-    return path
-
-
 def hand_parse(path: Path) -> dict[tuple[str, str], np.ndarray]:
     """(qid, docid) -> 46 float32 values, parsed from the text without the library."""
     out = {}

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from support.env import isolated_home
+from support.models import FEATURES, export_promotion_versions
+from support.service import LiveService, random_features, service_settings
 
-from ltr.data.dataset import LetorDataset
 from ltr.model_store import read_routing, serve_single
 from ltr.promotion import (
     ArtifactRejected,
@@ -37,60 +34,17 @@ from ltr.promotion import (
     run_promotion,
     shift_traffic,
 )
-from ltr.settings import get_settings
 from serving.routing import RoutingConfig
 
-FEATURES = ["f0", "f1", "f2", "f3"]
 URL = "http://rank.test"
 
 
 # ----------------------------------------------------------------- artifacts
-def _export(root: Path, version: str, seed: int, extra_required: str | None = None) -> None:
-    """A tiny MLP exported for real; ``extra_required`` adds a request feature the model
-    requires (traffic that does not send it gets 422 from this version)."""
-    import torch
-
-    from ltr.export.onnx_export import export_ranker, feature_schema
-    from ltr.models.neural import build_model
-    from ltr.models.rankers import NeuralRanker
-
-    names = [*FEATURES, *([extra_required] if extra_required else [])]
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    ranker = NeuralRanker(
-        build_model("mlp", len(names), {"hidden": [4]}), "mlp", {"hidden": [4]}, "ranknet", names
-    )
-    rng = np.random.default_rng(seed)
-    valid = LetorDataset(
-        features=rng.standard_normal((12, len(names))).astype(np.float32),
-        labels=rng.integers(0, 3, 12).astype(np.float32),
-        qids=np.array(["q0"] * 6 + ["q1"] * 6, dtype=object),
-        doc_ids=np.array([f"d{i}" for i in range(12)], dtype=object),
-        feature_names=names,
-    )
-    schema = feature_schema(names)
-    for entry in schema:
-        entry["required"] = entry["name"] == extra_required
-    with warnings.catch_warnings():  # the project exports with TorchScript on purpose
-        warnings.simplefilter("ignore")
-        export_ranker(
-            ranker,
-            {"model_type": "mlp", "loss": "ranknet", "metrics": {"valid": {"ndcg@10": 0.5}}},
-            valid,
-            root,
-            version=version,
-            latency=False,
-            feature_sources=schema,
-        )
-
-
 @pytest.fixture(scope="module")
 def templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """v1 and v2 (healthy) and v3 (requires a request feature nobody sends)."""
     root = tmp_path_factory.mktemp("promotion_templates")
-    _export(root, "v1", seed=1)
-    _export(root, "v2", seed=2)
-    _export(root, "v3", seed=3, extra_required="f_extra")
+    export_promotion_versions(root)
     return root
 
 
@@ -512,12 +466,8 @@ def test_rollback_refuses_a_tampered_target(models: Path) -> None:
 # ----------------------------------------------------------------- the MLflow registry
 @pytest.fixture
 def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("LTR_HOME", str(tmp_path / "home"))
-    for var in ("LTR_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(var, raising=False)
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
+    with isolated_home(tmp_path / "home", monkeypatch):
+        yield tmp_path / "home"
 
 
 def test_promote_moves_the_champion_alias_and_rollback_restores_it(
@@ -562,99 +512,9 @@ def test_a_rolled_back_canary_leaves_the_champion_alias_alone(
 
 
 # ----------------------------------------------------------------- the real service
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class LiveService:
-    """The rank service under uvicorn in a thread, plus a thread sending it traffic."""
-
-    def __init__(self, models_dir: Path) -> None:
-        import uvicorn
-
-        from serving.main import create_app
-        from serving.settings import ServingSettings
-
-        settings = ServingSettings(
-            _env_file=None,
-            model_store=models_dir,
-            redis_url=None,
-            reload_interval_s=0.2,
-            cache_enabled=False,
-            events_enabled=False,
-            feast_repo=models_dir / "no-feature-repo",
-        )
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                access_log=False,
-            )
-        )
-        self.threads = [
-            threading.Thread(target=self.server.run, daemon=True),
-            threading.Thread(target=self._traffic, daemon=True),
-        ]
-        self.stop = threading.Event()
-        self.statuses: dict[int, int] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _traffic(self) -> None:
-        import httpx
-
-        rng = np.random.default_rng(0)
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                body = {
-                    "query_id": f"q{i % 7}",
-                    "user_id": f"user-{i}",
-                    "candidates": [
-                        {
-                            "doc_id": f"d{j}",
-                            "features": dict(zip(FEATURES, rng.random(4).tolist(), strict=True)),
-                        }
-                        for j in range(5)
-                    ],
-                }
-                try:
-                    status = client.post("/api/v1/rank", json=body).status_code
-                except httpx.HTTPError:
-                    status = -1
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                time.sleep(0.005)
-
-    def models(self) -> dict[str, Any]:
-        import httpx
-
-        doc: dict[str, Any] = httpx.get(f"{self.url}/api/v1/models", timeout=5).json()
-        return doc
-
-    def __enter__(self) -> LiveService:
-        self.threads[0].start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        self.threads[1].start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.threads[1].join(timeout=10)
-        self.server.should_exit = True
-        self.threads[0].join(timeout=10)
+def live_service(models_dir: Path) -> LiveService:
+    """The rank service over ``models_dir`` under uvicorn, sending itself random traffic."""
+    return LiveService(service_settings(models_dir), random_features(FEATURES))
 
 
 def _live_plan(version: str, url: str) -> PromotionPlan:
@@ -671,27 +531,16 @@ def _live_plan(version: str, url: str) -> PromotionPlan:
     )
 
 
-def _wait_for_production(live: LiveService, version: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        doc = live.models()
-        if (doc["strategy"], doc["production"]) == ("single", version):
-            return doc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the service still serves {doc}")
-        time.sleep(0.1)
-
-
 @pytest.mark.integration
 def test_real_service_a_healthy_canary_is_promoted(models: Path) -> None:
-    with LiveService(models) as live:
+    with live_service(models) as live:
         out = run_promotion(_live_plan("v2", live.url), models)
         assert out["status"] == "promoted", out.get("observation")
         obs = out["observation"]
         assert obs["requests"] >= 20 and obs["errors"] == 0
         assert obs["latency_source"] == "histogram" and obs["p99_ms"] > 0
         assert obs["champion"]["version"] == "v1" and obs["champion"]["requests"] > 0
-        _wait_for_production(live, "v2")
+        live.wait_for_production("v2")
     assert steps(models) == ["deploy", "shift", "observe", "promote"]
 
 
@@ -699,12 +548,12 @@ def test_real_service_a_healthy_canary_is_promoted(models: Path) -> None:
 def test_real_service_a_canary_whose_requests_fail_is_rolled_back(models: Path) -> None:
     # v3 requires the request feature f_extra, which the traffic never sends: every request
     # routed to it is answered 422 and counted as an error of v3.
-    with LiveService(models) as live:
+    with live_service(models) as live:
         out = run_promotion(_live_plan("v3", live.url), models)
         assert out["status"] == "rolled_back"
         assert out["reason"].startswith("rollback: error rate 100.00%"), out["reason"]
         assert live.statuses.get(422, 0) > 0
-        doc = _wait_for_production(live, "v1")
+        doc = live.wait_for_production("v1")
         assert "v3" not in {v["version"] for v in doc["versions"]}
     recs = history(models)
     assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "rollback"]

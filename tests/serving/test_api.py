@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import (
+from pydantic import SecretStr
+from support.serving import (
     DEFAULTS,
     FEATURES,
     FV_VIEW,
@@ -31,7 +32,6 @@ from conftest import (
     rank_body,
     serve,
 )
-from pydantic import SecretStr
 
 from serving.features.redis_reader import FeatureReadResult
 

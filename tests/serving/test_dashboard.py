@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import yaml
-from conftest import rank_body
+from support.serving import rank_body
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "platform" / "grafana" / "dashboards" / "ltr-serving.json"

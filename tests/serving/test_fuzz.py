@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FEATURES, Store, TestClient, make_settings, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from support.serving import FEATURES, Store, TestClient, make_settings, serve
 
 schemathesis = pytest.importorskip("schemathesis")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import (
+from support.serving import (
     FEATURES,
     LiveServer,
     Store,

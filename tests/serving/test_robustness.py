@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import PrivateRedis, Store, make_settings, rank_body, serve, wait_until
+from support.serving import PrivateRedis, Store, make_settings, rank_body, serve, wait_until
 
 from serving.routing import Router, RoutingConfig
 

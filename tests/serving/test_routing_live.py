@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import (
+from support.serving import (
     REDIS_URL,
     expected_order,
     feature_matrix,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_settings, rank_body, serve
 from pydantic import ValidationError
+from support.serving import make_settings, rank_body, serve
 
 from serving.main import create_app
 from serving.settings import MIN_API_KEY_LENGTH, ServingSettings

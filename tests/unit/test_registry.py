@@ -7,19 +7,16 @@ registered-model name per test) and real exported ONNX artifacts of a tiny MLP.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support.env import isolated_home
+from support.models import export_tiny_mlp
 
 from ltr import registry
-from ltr.data.dataset import LetorDataset
 from ltr.registry import RegistryError
-from ltr.settings import get_settings
 
-FEATURES = ["f0", "f1", "f2", "f3"]
 META = {
     "model_type": "mlp",
     "loss": "ranknet",
@@ -31,48 +28,15 @@ META = {
 
 def export_version(models_dir: Path, version: str, seed: int, **meta: object) -> Path:
     """A real exported artifact: a tiny MLP scorer through export_ranker (parity checked)."""
-    import torch
-
-    from ltr.export.onnx_export import export_ranker
-    from ltr.models.neural import build_model
-    from ltr.models.rankers import NeuralRanker
-
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    ranker = NeuralRanker(
-        build_model("mlp", len(FEATURES), {"hidden": [4]}),
-        "mlp",
-        {"hidden": [4]},
-        "ranknet",
-        FEATURES,
-    )
-    rng = np.random.default_rng(seed)
-    valid = LetorDataset(
-        features=rng.standard_normal((12, len(FEATURES))).astype(np.float32),
-        labels=rng.integers(0, 3, 12).astype(np.float32),
-        qids=np.array(["q0"] * 6 + ["q1"] * 6, dtype=object),
-        doc_ids=np.array([f"d{i}" for i in range(12)], dtype=object),
-        feature_names=list(FEATURES),
-    )
-    with warnings.catch_warnings():  # the project exports with TorchScript on purpose
-        warnings.simplefilter("ignore")
-        out = export_ranker(
-            ranker, {**META, **meta}, valid, models_dir, version=version, latency=False
-        )
-    return Path(out["path"])
+    return export_tiny_mlp(models_dir, version, seed, {**META, **meta})
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One LTR_HOME (MLflow store, model store) for the module."""
     root = tmp_path_factory.mktemp("registry_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LTR_HOME", str(root))
-        for var in ("LTR_MLFLOW_TRACKING_URI", "LTR_MLFLOW_EXPERIMENT", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        get_settings.cache_clear()
+    with isolated_home(root):
         yield root
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.env import isolated_home
 
 from ltr.settings import get_settings
 from ltr.tracking import flatten, metric_key
@@ -30,13 +31,8 @@ CFG = {
 def home(tmp_path_factory):
     """One LTR_HOME (and so one MLflow database) for the whole module."""
     home = tmp_path_factory.mktemp("tracking_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LTR_HOME", str(home))
-        mp.delenv("LTR_MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        get_settings.cache_clear()
+    with isolated_home(home):
         yield home
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
