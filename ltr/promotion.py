@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from ltr.model_store import read_routing, serve_single, write_routing
 from ltr.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
-from ltr.utils.io import atomic_open, sha256_file
+from ltr.utils.io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -137,26 +137,15 @@ def promotion_lock(models_dir: Path) -> Iterator[None]:
 
 # ----------------------------------------------------------------- routing helpers
 def verify_artifact(models_dir: Path, version: str) -> dict[str, Any]:
-    """metadata.json of ``version`` after checking model.onnx against its sha256."""
-    folder = Path(models_dir) / "versions" / version
-    model, meta_path = folder / "model.onnx", folder / "metadata.json"
-    if not model.is_file() or not meta_path.is_file():
-        raise ArtifactRejected(f"{folder}: no exported model there (model.onnx, metadata.json)")
+    """metadata.json of ``version``, after the same checks the service makes when it loads a
+    version (files present, sha256 of model.onnx, feature schema, ONNX input and output,
+    a probe inference): a version that passes here is one the service will accept."""
+    from serving.model_store import ArtifactError, load_version
+
     try:
-        meta: dict[str, Any] = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactRejected(f"{meta_path}: unreadable metadata: {exc}") from None
-    if meta.get("version") not in (None, version):
-        raise ArtifactRejected(
-            f"{meta_path}: says version {meta.get('version')!r}, not {version!r}"
-        )
-    digest = sha256_file(model)
-    if digest != meta.get("sha256"):
-        raise ArtifactRejected(
-            f"{model}: sha256 {digest[:12]} does not match metadata.json "
-            f"{str(meta.get('sha256'))[:12]} (modified or corrupt artifact)"
-        )
-    return meta
+        return load_version(Path(models_dir), version).metadata
+    except ArtifactError as exc:
+        raise ArtifactRejected(str(exc)) from None
 
 
 def versions_in_flight(routing: dict[str, Any] | None) -> set[str]:

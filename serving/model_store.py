@@ -87,7 +87,9 @@ def load_version(root: Path, version: str, threads: int = 1) -> LoadedModel:
     folder = root / "versions" / version
     model_path, meta_path = folder / "model.onnx", folder / "metadata.json"
     if not model_path.is_file() or not meta_path.is_file():
-        raise ArtifactError(f"{folder}: model.onnx or metadata.json is missing")
+        raise ArtifactError(
+            f"{folder}: no exported model there (model.onnx or metadata.json is missing)"
+        )
     try:
         metadata = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
