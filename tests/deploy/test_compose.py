@@ -1,0 +1,193 @@
+"""Structural checks of ``docker-compose.yaml`` without a Docker engine.
+
+No Compose Specification JSON schema is installed in the environment (site-packages was
+searched; nothing is downloaded), so these are structural checks only. Each check returns a
+list of problems and is shown to fail on a broken copy in the same test.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yaml"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN", re.IGNORECASE)
+REQUIRED_REF = re.compile(r"\$\{[A-Z_][A-Z0-9_]*:\?[^}]*\}")
+USERINFO = re.compile(r"://[^/@\s:]+:([^@\s]+)@")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def build_problems(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, service in data["services"].items():
+        build = service.get("build")
+        if build is None:
+            if not service.get("image"):
+                problems.append(f"{name}: neither image nor build")
+            continue
+        if isinstance(build, str):
+            build = {"context": build}
+        context = ROOT / build.get("context", ".")
+        dockerfile = context / build.get("dockerfile", "Dockerfile")
+        if not dockerfile.is_file():
+            problems.append(f"{name}: {dockerfile.relative_to(ROOT)} does not exist")
+    return problems
+
+
+def depends_on_problems(data: dict[str, Any]) -> list[str]:
+    services = set(data["services"])
+    return [
+        f"{name} depends on undefined {dep}"
+        for name, service in data["services"].items()
+        for dep in service.get("depends_on") or []
+        if dep not in services
+    ]
+
+
+def mount_problems(data: dict[str, Any]) -> list[str]:
+    named = set(data.get("volumes") or {})
+    problems = []
+    for name, service in data["services"].items():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume["source"]
+            if source.startswith((".", "/")):
+                if not (ROOT / source).resolve().exists():
+                    problems.append(f"{name}: bind source {source} does not exist")
+            elif source not in named:
+                problems.append(f"{name}: volume {source} is not declared")
+    return problems
+
+
+def secret_problems(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, service in data["services"].items():
+        for var, value in _env(service).items():
+            if SECRET_NAME.search(var) and not REQUIRED_REF.fullmatch(value):
+                problems.append(f"{name}: {var} is not a ${{VAR:?...}} reference")
+            for password in USERINFO.findall(value):
+                if not REQUIRED_REF.fullmatch(password):
+                    problems.append(f"{name}: {var} holds a literal credential")
+    return problems
+
+
+def _container_ports(service: dict[str, Any]) -> set[int]:
+    return {int(str(p).rsplit(":", 1)[-1].split("/")[0]) for p in service.get("ports") or []}
+
+
+def scrape_problems(data: dict[str, Any], prometheus: dict[str, Any]) -> list[str]:
+    problems = []
+    serving = data["services"].get("serving", {})
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                if host not in data["services"]:
+                    problems.append(f"scrape target {target}: no service {host}")
+                elif host == "serving" and int(port) not in _container_ports(serving):
+                    problems.append(f"scrape target {target}: serving does not listen there")
+    return problems
+
+
+def test_parses_with_services_and_named_volumes(compose: dict[str, Any]) -> None:
+    expected = {"redis", "postgres", "serving", "airflow", "mlflow", "prometheus", "grafana"}
+    assert expected <= set(compose["services"])
+    assert {"redis-data", "postgres-data", "ltr-home"} <= set(compose["volumes"])
+
+
+def test_every_service_has_an_image_or_an_existing_dockerfile(compose: dict[str, Any]) -> None:
+    assert build_problems(compose) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["serving"]["build"]["dockerfile"] = "platform/docker/missing.Dockerfile"
+    broken["services"]["redis"].pop("image")
+    assert len(build_problems(broken)) == 2
+
+
+def test_depends_on_names_defined_services(compose: dict[str, Any]) -> None:
+    assert depends_on_problems(compose) == []
+    assert compose["services"]["serving"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    broken = copy.deepcopy(compose)
+    broken["services"]["serving"]["depends_on"]["memcached"] = {"condition": "service_started"}
+    assert depends_on_problems(broken) == ["serving depends on undefined memcached"]
+
+
+def test_bind_mounts_exist_and_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    assert mount_problems(compose) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["grafana"]["volumes"].append("./platform/grafana/missing:/x:ro")
+    broken["services"]["redis"]["volumes"].append("undeclared:/y")
+    assert len(mount_problems(broken)) == 2
+
+
+def test_no_literal_secrets(compose: dict[str, Any]) -> None:
+    assert secret_problems(compose) == []
+    text = COMPOSE.read_text()
+    for var in ("POSTGRES_PASSWORD", "LTR_API_KEY", "GRAFANA_ADMIN_PASSWORD"):
+        assert "${" + var + ":?" in text
+    airflow = _env(compose["services"]["airflow"])
+    assert "${POSTGRES_PASSWORD:?" in airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+    broken = copy.deepcopy(compose)
+    broken["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] = "admin"
+    broken["services"]["serving"]["environment"]["LTR_API_KEY"] = "${LTR_API_KEY:-dev}"
+    broken["services"]["airflow"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+        "postgresql://airflow:hunter2@postgres/airflow"
+    )
+    assert len(secret_problems(broken)) == 3
+
+
+def test_serving_settings_and_healthcheck(compose: dict[str, Any]) -> None:
+    serving = compose["services"]["serving"]
+    env = _env(serving)
+    assert env["LTR_REDIS_URL"].startswith("redis://redis:")
+    assert "LTR_ENVIRONMENT" in env and "LTR_MODEL_STORE" in env
+    assert any(v.startswith("ltr-home:") for v in serving["volumes"])
+    test = serving["healthcheck"]["test"]
+    assert "/health" in " ".join(test) and "8000" in " ".join(test)
+
+
+def test_prometheus_scrapes_the_serving_service(compose: dict[str, Any]) -> None:
+    prometheus = yaml.safe_load((ROOT / "platform/prometheus/prometheus.yml").read_text())
+    assert scrape_problems(compose, prometheus) == []
+    # the rule files Prometheus loads are mounted where prometheus.yml expects them
+    targets = {v.split(":")[1] for v in compose["services"]["prometheus"]["volumes"]}
+    assert set(prometheus["rule_files"]) <= targets
+
+    broken = copy.deepcopy(compose)
+    broken["services"]["serving"]["ports"] = ["127.0.0.1:9000:9000"]
+    assert scrape_problems(broken, prometheus) == [
+        "scrape target serving:8000: serving does not listen there"
+    ]
+    renamed = copy.deepcopy(compose)
+    renamed["services"]["api"] = renamed["services"].pop("serving")
+    assert scrape_problems(renamed, prometheus) == [
+        "scrape target serving:8000: no service serving"
+    ]
+
+
+def test_grafana_provisioning_and_dashboards_are_mounted(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
+    assert mounts["./platform/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load(
+        (ROOT / "platform/grafana/provisioning/dashboards/ltr.yaml").read_text()
+    )
+    assert mounts["./platform/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
