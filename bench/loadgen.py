@@ -74,6 +74,22 @@ def http_post(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
     ).encode() + body
 
 
+async def _send(conn: Connection, raw: bytes, started: float, res: LoadResult) -> None:
+    """One request; latency from ``started`` (the scheduled time in the open loop)."""
+    try:
+        status, _ = await conn.request(raw)
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        res.errors += 1
+        conn.close()
+        conn.writer = None  # reconnect on the next request
+        return
+    res.statuses[status] = res.statuses.get(status, 0) + 1
+    if status == 200:
+        res.latencies_s.append(time.perf_counter() - started)
+    else:
+        res.errors += 1
+
+
 async def _worker(
     conn: Connection, queue: asyncio.Queue[tuple[float, bytes] | None], res: LoadResult
 ) -> None:
@@ -82,18 +98,7 @@ async def _worker(
         if item is None:
             return
         scheduled, raw = item
-        try:
-            status, _ = await conn.request(raw)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            res.errors += 1
-            conn.close()
-            conn.writer = None
-            continue
-        res.statuses[status] = res.statuses.get(status, 0) + 1
-        if status == 200:
-            res.latencies_s.append(time.perf_counter() - scheduled)
-        else:
-            res.errors += 1
+        await _send(conn, raw, scheduled, res)
 
 
 async def open_loop(
@@ -137,19 +142,7 @@ async def closed_loop(
         await conn.open()
         i = k
         while time.perf_counter() < stop:
-            t = time.perf_counter()
-            try:
-                status, _ = await conn.request(requests[i % len(requests)])
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                res.errors += 1
-                conn.close()
-                conn.writer = None
-                continue
-            res.statuses[status] = res.statuses.get(status, 0) + 1
-            if status == 200:
-                res.latencies_s.append(time.perf_counter() - t)
-            else:
-                res.errors += 1
+            await _send(conn, requests[i % len(requests)], time.perf_counter(), res)
             i += concurrency
         conn.close()
 
