@@ -19,39 +19,29 @@ the limit on at least ``min_requests`` requests is rolled back at once.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import fcntl
-import json
 import logging
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ltr.model_store import read_routing, serve_single, write_routing
 from ltr.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
-from ltr.utils.io import atomic_open
+from ltr.promotion_errors import ArtifactRejected, PromotionError, PromotionInProgress
+from ltr.promotion_history import HISTORY_FILE as HISTORY_FILE
+from ltr.promotion_history import LOCK_FILE as LOCK_FILE
+from ltr.promotion_history import history
+from ltr.promotion_history import promotion_lock as promotion_lock
+from ltr.promotion_history import record_step as record_step
+from ltr.promotion_rollback import _registry_promote
+from ltr.promotion_rollback import perform_rollback as perform_rollback
+from ltr.promotion_rollback import registry_behind as registry_behind
+from ltr.promotion_routing import _carry, _champion, verify_artifact
+from ltr.promotion_routing import versions_in_flight as versions_in_flight
 
 log = logging.getLogger(__name__)
-
-HISTORY_FILE = "promotions.jsonl"
-LOCK_FILE = ".promotion.lock"
-
-
-class PromotionError(RuntimeError):
-    """A promotion or rollback cannot proceed; the message says why."""
-
-
-class ArtifactRejected(PromotionError):
-    """The version folder is missing, incomplete or does not match its sha256."""
-
-
-class PromotionInProgress(PromotionError):
-    """Another promotion holds the model store, or routing shows one for another version."""
 
 
 @dataclass(frozen=True)
@@ -86,101 +76,6 @@ class PromotionPlan:
             problems.append("poll_seconds and apply_timeout_s must be > 0")
         if problems:
             raise ValueError("; ".join(problems))
-
-
-# ----------------------------------------------------------------- history and lock
-def history(models_dir: Path) -> list[dict[str, Any]]:
-    """The promotion records, oldest first (an unreadable line is skipped with a warning)."""
-    path = Path(models_dir) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s line %d is not JSON; skipped", path, n)
-    return out
-
-
-def record_step(models_dir: Path, step: str, **fields: Any) -> dict[str, Any]:
-    """Append one record: the file is read and rewritten whole via temp file + rename."""
-    path = Path(models_dir) / HISTORY_FILE
-    rec = {"ts": dt.datetime.now(dt.UTC).isoformat(), "step": step, **fields}
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if old and not old.endswith("\n"):
-        old += "\n"
-    with atomic_open(path, "w") as fh:
-        fh.write(old + json.dumps(rec, default=str, sort_keys=False) + "\n")
-    log.info("promotion %s: %s", step, {k: v for k, v in fields.items() if k != "numbers"})
-    return rec
-
-
-@contextlib.contextmanager
-def promotion_lock(models_dir: Path) -> Iterator[None]:
-    """One promotion or rollback at a time per model store (an flock, released on exit)."""
-    Path(models_dir).mkdir(parents=True, exist_ok=True)
-    fd = os.open(Path(models_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PromotionInProgress(
-                f"another promotion or rollback is running on {models_dir} ({LOCK_FILE})"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-# ----------------------------------------------------------------- routing helpers
-def verify_artifact(models_dir: Path, version: str) -> dict[str, Any]:
-    """metadata.json of ``version``, after the same checks the service makes when it loads a
-    version (files present, sha256 of model.onnx, feature schema, ONNX input and output,
-    a probe inference): a version that passes here is one the service will accept."""
-    from serving.model_store import ArtifactError, load_version
-
-    try:
-        return load_version(Path(models_dir), version).metadata
-    except ArtifactError as exc:
-        raise ArtifactRejected(str(exc)) from None
-
-
-def versions_in_flight(routing: dict[str, Any] | None) -> set[str]:
-    """Versions being rolled out: canary challengers, both blue-green colours."""
-    if not routing:
-        return set()
-    if routing.get("strategy") == "canary":
-        return {v["version"] for v in routing.get("variants", [])} - {routing["production"]}
-    if routing.get("strategy") == "blue_green":
-        bg = routing["blue_green"]
-        return {bg["blue"], bg["green"]}
-    return set()
-
-
-def _champion(routing: dict[str, Any] | None, version: str) -> str | None:
-    """The production version that ``version`` would replace."""
-    if not routing:
-        return None
-    if routing.get("strategy") == "blue_green":
-        bg = routing["blue_green"]
-        if version in (bg["blue"], bg["green"]):
-            other = bg["green"] if bg["blue"] == version else bg["blue"]
-            return str(other) if other != version else None
-    return str(routing["production"])
-
-
-def _carry(routing: dict[str, Any] | None, drop: set[str]) -> dict[str, Any]:
-    """Settings kept across routing changes: the salt, and a shadow not being rolled out."""
-    extra: dict[str, Any] = {}
-    if routing and routing.get("salt"):
-        extra["salt"] = routing["salt"]
-    shadow = (routing or {}).get("shadow")
-    if shadow and shadow.get("version") not in drop:
-        extra["shadow"] = shadow
-    return extra
 
 
 # ----------------------------------------------------------------- steps
@@ -296,23 +191,6 @@ def shift_traffic(
     return {**rec, "routing": final, "routing_version": final.get("version")}
 
 
-# ----------------------------------------------------------------- decisions
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
-def _registry_promote(name: str, version: str) -> dict[str, Any]:
-    """Move the ``champion`` alias to the registered version of model-store ``version``."""
-    from ltr import registry
-
-    rv = registry.find_store_version(version, name)
-    if rv is None:
-        return {"name": name, "registered": False, "note": f"{version} is not registered"}
-    moved = registry.set_champion(name, rv.version)
-    registry.tag_version(name, rv.version, {"ltr.promoted_at": _now()})
-    return {"name": name, "registered": True, "model_version": rv.version, **moved}
-
-
 def promote(
     plan: PromotionPlan,
     models_dir: Path,
@@ -359,97 +237,6 @@ def promote(
             ) from exc
     rec = record_step(models_dir, "promote", **fields, registry=reg)
     return {**rec, "routing": final, "changed": changed}
-
-
-def _previous_production(models_dir: Path, current: str) -> str | None:
-    for rec in reversed(history(models_dir)):
-        if rec.get("step") == "promote" and rec.get("to") == current:
-            prev = rec.get("from")
-            if prev and prev != current:
-                return str(prev)
-    return None
-
-
-def _registry_rollback(name: str, target: str, withdrawn: set[str], reason: str) -> dict[str, Any]:
-    """Tag withdrawn versions; give ``champion`` back to ``target`` if a withdrawn one had it."""
-    from ltr import registry
-
-    out: dict[str, Any] = {"name": name, "champion": "unchanged"}
-    for w in sorted(withdrawn):
-        rv = registry.find_store_version(w, name)
-        if rv is not None:
-            registry.tag_version(name, rv.version, {"ltr.rolled_back": f"{_now()} {reason}"})
-    champ = registry.get_alias(name, registry.CHAMPION)
-    back = registry.find_store_version(target, name)
-    if champ is not None and champ.store_version in withdrawn and back is not None:
-        registry.set_alias(name, registry.CHAMPION, back.version)
-        prev = registry.get_alias(name, registry.PREVIOUS_CHAMPION)
-        if prev is not None and prev.version == back.version:
-            registry.delete_alias(name, registry.PREVIOUS_CHAMPION)
-        out["champion"] = back.version
-    return out
-
-
-def perform_rollback(
-    models_dir: Path,
-    *,
-    reason: str,
-    to_version: str | None,
-    registry_name: str | None,
-    promotion_id: str | None,
-) -> dict[str, Any]:
-    routing = read_routing(models_dir)
-    if routing is None:
-        raise PromotionError(f"nothing to roll back: {models_dir / 'routing.json'} does not exist")
-    current = str(routing["production"])
-    strategy = routing.get("strategy")
-    busy = versions_in_flight(routing)
-    target = to_version
-    if target is None and strategy == "canary":
-        target = current
-    elif target is None and strategy == "blue_green":
-        shifts = [r for r in history(models_dir) if r.get("step") == "shift"]
-        last = shifts[-1] if shifts else {}
-        if last.get("from") in busy and last.get("to") in busy:
-            target = str(last["from"])
-        else:
-            target = next(iter(sorted(busy - {current})), current)
-    elif target is None:
-        target = _previous_production(models_dir, current)
-        if target is None:
-            raise PromotionError(
-                f"no production before {current} is recorded in {HISTORY_FILE}; "
-                "name the version to return to (--to VERSION)"
-            )
-    withdrawn = (busy | {current}) - {target}
-    if strategy == "single" and current == target:
-        return {
-            "step": "rollback",
-            "changed": False,
-            "to": target,
-            "reason": f"{target} already serves",
-        }
-    verify_artifact(models_dir, target)
-    final = serve_single(models_dir, target, **_carry(routing, withdrawn | {target}))
-    reg: dict[str, Any] | None = None
-    if registry_name:
-        try:
-            reg = _registry_rollback(registry_name, target, withdrawn, reason)
-        except Exception as exc:  # routing is restored; the registry is secondary here
-            log.error("rolled back routing to %s, but the registry update failed: %s", target, exc)
-            reg = {"name": registry_name, "error": str(exc)}
-    rec = record_step(
-        models_dir,
-        "rollback",
-        promotion_id=promotion_id,
-        version=target,
-        strategy=strategy,
-        **{"from": ",".join(sorted(withdrawn)) or current, "to": target},
-        reason=reason,
-        numbers={"routing_version": final.get("version"), "routing_before": routing},
-        registry=reg,
-    )
-    return {**rec, "routing": final, "changed": True}
 
 
 def rollback(
@@ -580,16 +367,6 @@ def run_promotion(
             "reason": back["reason"],
             "routing": back["routing"],
         }
-
-
-def registry_behind(registry_name: str | None, version: str) -> bool:
-    """True when ``version`` is registered but not (yet) the registry's champion."""
-    if not registry_name:
-        return False
-    from ltr import registry
-
-    rv = registry.find_store_version(version, registry_name)
-    return rv is not None and registry.CHAMPION not in rv.aliases
 
 
 __all__ = [

@@ -31,8 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltr.pipelines.config import Gates, PipelineConfig
-from ltr.pipelines.gates import LATENCY_ROWS, check_latency, check_parity, judge_gates
-from ltr.pipelines.holdout import SPLITS, latest_labels, split_queries
+from ltr.pipelines.gates import judge_gates
+from ltr.pipelines.holdout import SPLITS
+from ltr.pipelines.retrain_data import (
+    NoTrainingData,
+    _load_split,
+    as_of_from,
+    build_training_data,
+    requests_dir,
+    run_key,
+)
+from ltr.pipelines.retrain_export import export_challenger
 from ltr.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,100 +65,6 @@ log = logging.getLogger(__name__)
 TAG_RUN_KEY = "ltr.retrain.run_key"
 TAG_DATA = "ltr.retrain.data_fingerprint"  # over the three splits (the run's data)
 TAG_CONFIG = "ltr.retrain.config"
-
-
-class NoTrainingData(ValueError):
-    """Nothing to train on for this interval (no labels yet, or an empty split)."""
-
-
-# ------------------------------------------------------------------------- run key
-def _utc(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
-
-
-def as_of_from(*candidates: dt.datetime | None) -> dt.datetime:
-    """The first given time, in UTC: the data interval end, else the logical date, else
-    ``run_after`` (an asset-triggered Airflow run has no data interval)."""
-    for ts in candidates:
-        if ts is not None:
-            return _utc(dt.datetime.fromisoformat(ts.isoformat()))
-    raise ValueError("no time to train up to: give the data interval end or run_after")
-
-
-def run_key(as_of: dt.datetime) -> str:
-    """The name of a run's interval: its end in UTC, e.g. ``20260102T020000Z``."""
-    return _utc(as_of).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _run_dir(settings: Settings, key: str) -> Path:
-    return settings.home.resolve() / "pipelines" / "retrain" / key
-
-
-def requests_dir(settings: Settings) -> Path:
-    """``<LTR_HOME>/promotions/requests``: one JSON file per promotion request."""
-    return settings.home.resolve() / "promotions" / "requests"
-
-
-# ---------------------------------------------------------------------------- data
-def _combined_fingerprint(fingerprints: dict[str, str]) -> str:
-    blob = ";".join(f"{s}:{fingerprints[s]}" for s in SPLITS)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def build_training_data(
-    as_of: dt.datetime, cfg: PipelineConfig, settings: Settings
-) -> dict[str, Any]:
-    """Labels up to ``as_of`` with their point-in-time features, split and saved as Parquet.
-
-    Raises NoTrainingData when there are no labels yet or a split would be empty.
-    """
-    from ltr.data.parquet import to_parquet
-    from ltr.features.training_data import load_training_dataset
-    from ltr.pipelines.feature_pipeline import read_labels
-
-    as_of = _utc(as_of)
-    key = run_key(as_of)
-    entity_df = latest_labels(read_labels(settings, as_of), as_of)
-    if entity_df.empty:
-        raise NoTrainingData(f"no labels up to {as_of.isoformat()}: nothing to train on")
-    ds = load_training_dataset(entity_df, settings=settings, source=f"feast@{key}")
-    parts = split_queries(ds, cfg.training.holdout)
-    empty = [s for s, part in parts.items() if part.n_queries == 0]
-    if empty:
-        raise NoTrainingData(
-            f"{ds.n_queries} labelled queries up to {as_of.isoformat()} leave the "
-            f"{'/'.join(empty)} split(s) empty; wait for more data or change training.holdout"
-        )
-    folder = _run_dir(settings, key) / "data"
-    paths, fingerprints = {}, {}
-    for name, part in parts.items():
-        paths[name] = str(folder / f"{name}.parquet")
-        to_parquet(part, paths[name])
-        fingerprints[name] = part.fingerprint()
-    log.info("run %s: %d labelled rows, %d queries", key, ds.n_docs, ds.n_queries)
-    return {
-        "run_key": key,
-        "as_of": as_of.isoformat(),
-        "paths": paths,
-        "fingerprints": fingerprints,
-        "data_fingerprint": _combined_fingerprint(fingerprints),
-        "queries": {s: parts[s].n_queries for s in SPLITS},
-        "docs": {s: parts[s].n_docs for s in SPLITS},
-        "n_features": ds.n_features,
-    }
-
-
-def _load_split(data: dict[str, Any], name: str) -> LetorDataset:
-    """A split saved by :func:`build_training_data`, checked against its fingerprint."""
-    from ltr.data.parquet import from_parquet
-
-    ds = from_parquet(data["paths"][name])
-    if ds.fingerprint() != data["fingerprints"][name]:
-        raise ValueError(
-            f"{data['paths'][name]} changed since it was built (fingerprint mismatch); "
-            "re-run build_training_data for this interval"
-        )
-    return ds
 
 
 # --------------------------------------------------------------------------- train
@@ -280,111 +195,6 @@ def evaluate_against_champion(
         "champion": champion,
         "champion_value": None if champion is None else champion["value"],
         "margin": margin,
-    }
-
-
-# -------------------------------------------------------------------------- export
-def _p99_at(latency: list[dict[str, float]], rows: int = LATENCY_ROWS) -> float | None:
-    for row in latency:
-        if int(row["rows"]) == rows:
-            return float(row["onnx_p99_ms"])
-    return None
-
-
-def _online_features(cfg: PipelineConfig, names: list[str], settings: Settings) -> dict[str, Any]:
-    """Schema and views of a model that reads every feature online; checked against the
-    offline store's layout, so the served model reads the columns it was trained on."""
-    from ltr.features.definitions import DEFAULT_FEATURE_SERVICE, DOC_VIEW, online_schema
-    from ltr.features.ingest import read_layout
-    from ltr.features.store import offline_dir
-
-    doc = sorted(cfg.doc_feature_indices)
-    layout = read_layout(offline_dir(settings))
-    if layout is not None and (layout["n_features"] != len(names) or layout[DOC_VIEW] != doc):
-        raise ValueError(
-            f"the offline store holds {layout['n_features']} features, document-only "
-            f"{layout[DOC_VIEW]}; the model takes {len(names)} and the pipeline config's "
-            f"doc_feature_indices are {doc}: the served model would read the wrong columns"
-        )
-    schema, views = online_schema(names, doc)
-    return {
-        "feature_sources": schema,
-        "feature_views": views,
-        "feature_service": DEFAULT_FEATURE_SERVICE,
-    }
-
-
-def export_challenger(
-    best: dict[str, Any], data: dict[str, Any], cfg: PipelineConfig, settings: Settings
-) -> dict[str, Any]:
-    """Export the best candidate into the model store with the parity gate and latency.
-
-    A failed gate is not an error: the result says which passed (``parity.ok``,
-    ``latency.ok``) and why not. An export that fails parity writes nothing; an existing
-    version folder of this candidate (an earlier try) is reused.
-    """
-    from ltr.export.onnx_export import ExportParityError, export_ranker
-    from ltr.training.checkpoint import load_checkpoint
-    from ltr.utils.io import sha256_file
-
-    version = str(best["run_name"])
-    folder = settings.models_dir / "versions" / version
-    reused = (folder / "metadata.json").is_file()
-    if reused:
-        meta = json.loads((folder / "metadata.json").read_text())
-        if sha256_file(folder / "model.onnx") != meta.get("sha256"):
-            raise ValueError(f"{folder}: model.onnx does not match its metadata; remove it")
-        parity, latency = meta["parity"], meta.get("latency_ms", [])
-    else:
-        ranker, meta = load_checkpoint(Path(best["run_dir"]))
-        try:
-            result = export_ranker(
-                ranker,
-                meta,
-                _load_split(data, "valid"),
-                settings.models_dir,
-                version=version,
-                tolerance=cfg.gates.parity_tolerance,
-                latency=True,
-                **_online_features(cfg, list(meta["feature_names"]), settings),
-            )
-        except ExportParityError as exc:
-            parity = {"max_abs_diff": exc.max_abs_diff, "tolerance": exc.tolerance}
-            check = check_parity(cfg.gates, exc.max_abs_diff)
-            log.warning("%s: %s", version, check.detail)
-            return {
-                "version": version,
-                "path": None,
-                "sha256": None,
-                "ok": False,
-                "reason": f"parity gate failed: {check.detail}; nothing was written",
-                "parity": {"ok": False, **parity},
-                "latency": {"ok": None, "p99_ms": None, "budget_ms": cfg.gates.latency_budget_ms},
-                "reused": False,
-            }
-        meta = json.loads((Path(result["path"]) / "metadata.json").read_text())
-        parity, latency = meta["parity"], meta["latency_ms"]
-    p99 = _p99_at(latency)
-    checks = [check_parity(cfg.gates, parity["max_abs_diff"]), check_latency(cfg.gates, p99)]
-    failed = [f"{c.gate} gate failed: {c.detail}" for c in checks if not c.passed]
-    return {
-        "version": version,
-        "path": str(folder),
-        "sha256": meta["sha256"],
-        "ok": not failed,
-        "reason": "; ".join(failed) or None,
-        "parity": {
-            "ok": checks[0].passed,
-            "max_abs_diff": float(parity["max_abs_diff"]),
-            "tolerance": cfg.gates.parity_tolerance,
-        },
-        "latency": {
-            "ok": checks[1].passed,
-            "p99_ms": p99,
-            "budget_ms": cfg.gates.latency_budget_ms,
-        },
-        "feature_views": meta.get("feature_views", {}),
-        "reused": reused,
     }
 
 
