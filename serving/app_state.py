@@ -13,7 +13,7 @@ import redis
 from serving.cache import RankCache
 from serving.events import EventLog
 from serving.model_store import LoadedModel, ModelStore
-from serving.redis_guard import fail_fast_redis
+from serving.redis_guard import RedisGuard, fail_fast_redis
 from serving.service import FeatureReader, RankService
 from serving.settings import ServingSettings
 from serving.telemetry import Telemetry, create_telemetry
@@ -103,6 +103,21 @@ class AppState:
 
             return SdkFeatureReader(self.settings.feast_repo, specs)
         return None
+
+    # ----------------------------------------------------------- Redis health
+    def redis_guards(self) -> list[RedisGuard]:
+        """Every circuit breaker in front of ``self.redis``: result cache, event log and
+        (when the online features come from that Redis) the feature reads."""
+        if self.redis is None:
+            return []
+        return [self.cache.guard, self.events.guard, self.service.feature_guard]
+
+    def redis_answered(self) -> None:
+        """A health probe reached Redis: close every breaker on it, so the next request of
+        every kind (cached, logged, online-feature) goes to Redis again instead of waiting
+        out a cool-down that an earlier failure armed."""
+        for guard in self.redis_guards():
+            guard.record_success()
 
     # ----------------------------------------------------------- reload
     def poll_store(self) -> bool:

@@ -198,6 +198,11 @@ class ModelStore:
                 new[v] = load_version(self.root, v, self.threads)
         return new
 
+    @property
+    def routing_rejected(self) -> int:
+        """How many versions of routing.json were refused (invalid, or naming nothing)."""
+        return self._watcher.rejected
+
     def load(self) -> None:
         """Initial load; raises when routing.json or a referenced version is unusable."""
         with self._lock:

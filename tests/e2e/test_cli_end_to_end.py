@@ -7,10 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support.device import cpu_only
 from support.env import isolated_home
 from typer.testing import CliRunner
 
@@ -263,11 +263,8 @@ def test_train_file_without_valid_file_is_a_one_line_error(files):
     assert_one_line_error(result, "data.valid is required")
 
 
+@cpu_only
 def test_device_cuda_without_cuda_is_a_one_line_error(files):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
     result = ltr(
         "train",
         CONFIGS / "mlp_lambdarank.yaml",
@@ -289,23 +286,30 @@ def test_every_command_has_help(command):
     assert "Usage:" in result.stdout and command in result.stdout
 
 
-def test_ltr_help_is_fast_and_does_not_import_torch():
+def test_ltr_help_answers_without_importing_any_heavy_library():
+    """`ltr --help` stays quick because the CLI imports heavy libraries only inside the
+    commands that use them (how quick is measured by a benchmark, not asserted here)."""
     exe = Path(sys.executable).parent / "ltr"
     if not exe.exists():
         pytest.skip(f"console script not installed next to {sys.executable}")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    t0 = time.perf_counter()
-    done = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, timeout=30)
-    elapsed = time.perf_counter() - t0
+    done = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "train" in done.stdout and "export" in done.stdout
-    assert elapsed < 3.0, f"ltr --help took {elapsed:.2f} s"
+    heavy = ["torch", "feast", "mlflow", "lightgbm", "great_expectations", "airflow", "optuna"]
     probe = subprocess.run(
-        [sys.executable, "-c", "import ltr.cli.main, sys; print('torch' in sys.modules)"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.argv = ['ltr', '--help']\n"
+            "import ltr.cli.main as m\n"
+            "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(set({heavy!r}) & {{n.split('.')[0] for n in sys.modules}}))",
+        ],
         capture_output=True,
         text=True,
         env=env,
-        timeout=30,
+        timeout=60,
         cwd=REPO,
     )
-    assert probe.stdout.strip() == "False", probe.stdout + probe.stderr
+    assert probe.stdout.strip().splitlines()[-1] == "[]", probe.stdout + probe.stderr

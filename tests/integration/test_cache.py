@@ -8,7 +8,6 @@ and skip when Redis does not answer. The recovery test starts its own ``redis-se
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,11 +143,9 @@ def test_a_dead_redis_never_raises_counts_errors_and_the_breaker_stops_calling_i
     clock = FakeClock()
     guard = RedisGuard(failure_threshold=3, cooldown_seconds=1.0, clock=clock)
     cache = RankCache(client, ttl_seconds=60, guard=guard)
-    started = time.perf_counter()
     for i in range(10):
         assert cache.get(f"k{i}") is None
         cache.set(f"k{i}", RANKED)
-    assert time.perf_counter() - started < 1.0
     assert client.calls == 3  # then the circuit opened
     assert cache.errors == {"ConnectionError": 3}
     assert (cache.misses, cache.hits, guard.skipped, guard.opened) == (10, 0, 17, 1)

@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -347,21 +346,19 @@ def test_sdk_reader_on_embedded_sqlite_returns_the_same_values(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_redis_down_raises_feature_store_unavailable_within_200ms(mode):
+def test_redis_down_raises_feature_store_unavailable_on_every_call(mode):
     client = redis_client_from_connection_string(
         "127.0.0.1:1,db=6", socket_timeout=0.05, socket_connect_timeout=0.05
     )
     r = RedisFeatureReader(client, "ltr", key_version=3, views=VIEWS, mode=mode)
     for _ in range(3):  # also on the calls after the first failure
-        start = time.perf_counter()
         with pytest.raises(FeatureStoreUnavailable) as info:
             r.read(QUERY, ["d1", "d2"])
-        assert time.perf_counter() - start < 0.2
         assert isinstance(info.value.__cause__, redis.ConnectionError)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_redis_that_never_answers_times_out_within_200ms(mode):
+def test_a_redis_that_never_answers_times_out_after_one_attempt_without_retrying(mode):
     with socket.socket() as silent:  # accepts connections (backlog), never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -370,10 +367,16 @@ def test_a_redis_that_never_answers_times_out_within_200ms(mode):
             f"127.0.0.1:{port}", socket_timeout=0.05, socket_connect_timeout=0.05
         )
         r = RedisFeatureReader(client, "ltr", key_version=3, views=VIEWS, mode=mode)
-        start = time.perf_counter()
-        with pytest.raises(FeatureStoreUnavailable):
+        with pytest.raises(FeatureStoreUnavailable) as info:
             r.read(QUERY, ["d1"])
-        assert time.perf_counter() - start < 0.2
+        assert isinstance(info.value.__cause__, redis.TimeoutError)
+        # exactly one connection was made: the reader did not retry (each retry would
+        # cost another socket timeout)
+        silent.setblocking(False)
+        conn, _ = silent.accept()
+        conn.close()
+        with pytest.raises(BlockingIOError):
+            silent.accept()
 
 
 def test_a_client_with_retry_backoff_is_accepted_with_a_warning(caplog):

@@ -14,13 +14,12 @@ import time
 from typing import Any
 
 import pytest
+from support.net import WAIT_S
 from support.serving import PrivateRedis, Store, make_settings, rank_body, serve, wait_until
 
 from serving.routing import Router, RoutingConfig
 
 pytestmark = pytest.mark.integration
-
-FAST_S = 0.1  # every answer during the outage must come back within this
 
 
 def routing() -> dict[str, Any]:
@@ -46,12 +45,6 @@ def user_on(version: str) -> str:
 
 
 PLAIN_USER, ONLINE_USER = user_on("v1"), user_on("vfv")
-
-
-def timed_post(client, body: dict[str, Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    r = client.post("/api/v1/rank", json=body)
-    return r, time.perf_counter() - t0
 
 
 def cached_twice(client, seed: int) -> bool:
@@ -86,35 +79,39 @@ def test_without_redis_request_feature_models_answer_fast_and_online_ones_503_th
     ready = client.get("/ready")
     assert ready.status_code == 503
     assert ready.json()["checks"]["redis"].startswith("unreachable")
-    slow: list[float] = []
-    deadline = time.monotonic() + 1.5  # longer than the circuit breaker's cool-down
+    state = client.app.state.ltr
+    cache_guard, feature_guard = state.cache.guard, state.service.feature_guard
     seed = 100
-    while time.monotonic() < deadline:
+    # Keep asking until both breakers have opened and skipped Redis; every answer meanwhile
+    # is the degraded one, whatever the machine's speed.
+    for _ in range(2_000):
         seed += 1
         body = rank_body(5, seed=seed, user_id=PLAIN_USER)
-        r, took = timed_post(client, body)
+        r = client.post("/api/v1/rank", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["cached"] is False
         assert r.json()["model_version"] == "v1"
-        r2, took2 = timed_post(client, body)  # the same request: no cache to answer it
+        r2 = client.post("/api/v1/rank", json=body)  # the same request: no cache to answer it
         assert r2.status_code == 200 and r2.json()["cached"] is False
-        r3, took3 = timed_post(client, rank_body(4, seed=seed, user_id=ONLINE_USER))
+        r3 = client.post("/api/v1/rank", json=rank_body(4, seed=seed, user_id=ONLINE_USER))
         assert r3.status_code == 503
         assert r3.json()["detail"].startswith("online feature store unavailable")
-        slow += [t for t in (took, took2, took3) if t >= FAST_S]
-    assert slow == [], f"{len(slow)} answers took >= {FAST_S * 1000:.0f} ms: {slow}"
+        if cache_guard.skipped >= 5 and feature_guard.skipped >= 5:
+            break
+    # The breakers opened and later calls skipped Redis without touching the network.
+    assert cache_guard.opened >= 1 and cache_guard.skipped >= 5
+    assert feature_guard.opened >= 1 and feature_guard.skipped >= 5
     assert client.get("/ready").status_code == 503
-    state = client.app.state.ltr
-    assert state.cache.guard.opened >= 1  # the breaker opened: Redis was skipped
 
-    # -- recovery, without a restart of the app
+    # -- recovery, without a restart of the app. Intended behaviour: the /ready probe that
+    # reaches Redis again closes every breaker on it, so from then on the cache and the
+    # online-feature model work on the very next request (no cool-down left to wait out).
     private_redis.start()
-    assert wait_until(lambda: client.get("/ready").status_code == 200, timeout=5)
-    t0 = time.monotonic()
-    assert wait_until(lambda: cached_twice(client, seed=next_seed()), timeout=5, step=0.1)
-    assert time.monotonic() - t0 < 5
+    assert wait_until(lambda: client.get("/ready").status_code == 200, timeout=WAIT_S)
     online = client.post("/api/v1/rank", json=rank_body(4, user_id=ONLINE_USER))
     assert online.status_code == 200, online.text
+    assert online.json()["model_version"] == "vfv"
+    assert cached_twice(client, seed=next_seed())
 
 
 _SEEDS = iter(range(10_000, 20_000))
@@ -124,32 +121,33 @@ def next_seed() -> int:
     return next(_SEEDS)
 
 
-def test_a_hung_redis_costs_at_most_one_socket_timeout_per_request(
+def test_a_hung_redis_costs_at_most_one_socket_timeout_per_cool_down(
     outage_client, private_redis: PrivateRedis
 ):
     """A Redis that accepts nothing (SIGSTOP) is worse than a dead one: calls wait for the
-    socket timeout (50 ms). Answers stay fast and the breaker soon skips Redis entirely."""
+    socket timeout. After ``failure_threshold`` timeouts in a row the breaker opens and
+    Redis is skipped; it is tried again once per cool-down (one probe), so the number of
+    timeouts is bounded by the elapsed time, not by the number of requests."""
     client = outage_client
     assert cached_twice(client, seed=3)
+    guard = client.app.state.ltr.cache.guard
     assert private_redis.proc is not None
     private_redis.proc.send_signal(signal.SIGSTOP)
     try:
-        took = []
-        for i in range(20):
-            r, t = timed_post(client, rank_body(5, seed=200 + i, user_id=PLAIN_USER))
+        started = time.monotonic()
+        for i in range(40):
+            r = client.post("/api/v1/rank", json=rank_body(5, seed=200 + i, user_id=PLAIN_USER))
             assert r.status_code == 200
-            took.append(t)
-        online, t_online = timed_post(client, rank_body(3, user_id=ONLINE_USER))
+            assert r.json()["cached"] is False
+        windows = (time.monotonic() - started) / guard.cooldown_seconds
+        online = client.post("/api/v1/rank", json=rank_body(3, user_id=ONLINE_USER))
         assert online.status_code == 503
-        assert t_online < 0.25
-        # A request pays at most the cache read's timeout, plus the cache write and the
-        # event write that run after the answer (the test client waits for them); after
-        # three failures in a row each breaker opens and Redis costs nothing.
-        assert max(took) < 0.25, took
-        assert sum(t >= FAST_S for t in took) <= 4, took
-        assert (
-            client.app.state.ltr.cache.guard.is_open or client.app.state.ltr.cache.guard.opened >= 1
-        )
+        assert online.json()["detail"].startswith("online feature store unavailable")
+        timeouts = sum(guard.errors.values())
+        assert guard.opened >= 1 and guard.skipped > 0
+        # threshold failures to open, then at most one failed probe per elapsed cool-down
+        assert timeouts <= guard.failure_threshold + int(windows) + 1, (timeouts, windows)
     finally:
         private_redis.proc.send_signal(signal.SIGCONT)
-    assert wait_until(lambda: cached_twice(client, seed=next_seed()), timeout=5, step=0.1)
+    assert wait_until(lambda: client.get("/ready").status_code == 200, timeout=WAIT_S)
+    assert cached_twice(client, seed=next_seed())

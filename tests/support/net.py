@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
 
+#: How long a test waits for a behaviour (a reload, a recovery) before it fails. A generous
+#: bound for slow or loaded machines, never a speed requirement: speed is for bench/.
+WAIT_S = 30.0
+
 
 def free_port() -> int:
     """A loopback port nothing listened on when asked (for a server to come, or a dead URL)."""

@@ -1,4 +1,9 @@
-"""GET /health (liveness), GET /ready (model loaded, stores reachable), GET /metrics."""
+"""GET /health (liveness), GET /ready (model loaded, stores reachable), GET /metrics.
+
+``/ready`` pings Redis when one is configured; a successful ping closes every circuit
+breaker on that Redis (cache, events, online features), so once ``/ready`` answers 200 after
+an outage, every path that needs Redis is tried again on the next request.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ async def ready(state: State) -> Response:
         try:
             await asyncio.to_thread(client.ping)
             checks["redis"] = "ok"
+            # Redis answers: every breaker on it closes now (documented in README).
+            state.redis_answered()
         except Exception as exc:  # any failure means not reachable
             checks["redis"] = f"unreachable: {type(exc).__name__}"
             ok = False
