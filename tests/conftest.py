@@ -16,12 +16,69 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 import numpy as np
 import pytest
+from _pytest.reports import CollectReport, TestReport
 
 pytest.register_assert_rewrite("support")
 
 from support.env import isolated_home  # noqa: E402
 
 from ltr.data.dataset import LetorDataset  # noqa: E402
+
+# ---------------------------------------------------------------- CI: no silent skips
+#: On a laptop a missing service (Redis, PostgreSQL, redis-server) or dataset skips the tests
+#: that need it, with the reason. Under CI (``LTR_CI=1``, set by ``.ci/run``, or ``CI=true``)
+#: the same skip is a failure with that reason: only tests marked ``device`` (CUDA-only, or
+#: CPU-only because CUDA is present) may skip there.
+
+
+def under_ci() -> bool:
+    return os.environ.get("LTR_CI") == "1" or os.environ.get("CI", "").lower() in ("1", "true")
+
+
+def _skip_reason(longrepr: object) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_under_ci(report: TestReport | CollectReport, where: str) -> None:
+    reason = _skip_reason(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{where}: skipped under CI, which counts as a failure: {reason} "
+        "(start the service or provide the dataset; outside CI this is a skip)"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report: TestReport = outcome.get_result()
+    if (
+        report.skipped
+        and under_ci()
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("device") is None
+    ):
+        _fail_under_ci(report, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report: CollectReport = outcome.get_result()
+    if report.skipped and under_ci():
+        _fail_under_ci(report, collector.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    skipped = terminalreporter.stats.get("skipped", [])
+    device = [r for r in skipped if "device" in getattr(r, "keywords", {})]
+    terminalreporter.write_line(
+        f"ltr-skips: {len(skipped)} skipped ({len(device)} device-specific, "
+        f"{len(skipped) - len(device)} other){' [CI]' if under_ci() else ''}"
+    )
+
 
 N_FEATURES = 10
 SPLIT_QUERIES = {"train": 120, "valid": 40, "test": 40}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.device import cpu_only
 from support.env import isolated_home
 
 from ltr.settings import get_settings
@@ -139,7 +140,7 @@ def test_checkpoint_records_the_mlflow_run(tracked):
     assert meta["mlflow_experiment_id"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+@cpu_only
 def test_a_run_that_raises_is_marked_failed(home, client, tracked, splits):
     cfg = ExperimentConfig.model_validate(CFG).with_overrides({"training.device": "cuda"})
     with pytest.raises(RuntimeError, match="CUDA"):

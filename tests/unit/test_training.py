@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support.device import cpu_only, needs_cuda
 
 from ltr.metrics import MetricOptions, evaluate
 from ltr.models.losses import LOSSES
@@ -210,14 +211,13 @@ def test_lightgbm_unknown_parameter_is_a_value_error_listing_valid_ones(splits):
         fit(cfg, splits.train, splits.valid, progress=False)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+@cpu_only
 def test_device_cuda_without_cuda_raises_a_clear_runtime_error(splits):
     with pytest.raises(RuntimeError, match=r"--device cuda.*no CUDA device is available"):
         fit(config({"training.device": "cuda"}), splits.train, splits.valid, progress=False)
 
 
 # ---------------------------------------------------------------- on a GPU (skipped without one)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @needs_cuda
