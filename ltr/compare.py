@@ -59,13 +59,20 @@ def fetch_runs(
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
-    head = f"{'run':<40} {'model':<10} {'loss':<11}" + "".join(f"{c:>9}" for c in columns)
+    w = min(max([len("run"), *(len(r["run_name"]) for r in rows)]), 60)
+    head = f"{'run':<{w}} {'model':<10} {'loss':<11}" + "".join(f"{c:>9}" for c in columns)
     lines = [head + f"{'fit s':>8}", "-" * (len(head) + 8)]
     for r in rows:
         vals = "".join(f"{r[c]:>9.4f}" if r.get(c) is not None else f"{'-':>9}" for c in columns)
         fit = f"{r['fit_seconds']:>8.1f}" if r.get("fit_seconds") is not None else f"{'-':>8}"
-        lines.append(f"{r['run_name'][:40]:<40} {r['model_type']:<10} {r['loss']:<11}{vals}{fit}")
+        lines.append(f"{r['run_name'][:w]:<{w}} {r['model_type']:<10} {r['loss']:<11}{vals}{fit}")
     return "\n".join(lines)
+
+
+def run_label(row: dict[str, Any]) -> str:
+    """A chart label that tells runs apart: the run's name (config name, and for pipeline
+    runs the day it was trained on) with its model and loss."""
+    return f"{row['run_name']} ({row['model_type']}/{row['loss']})"
 
 
 def plot_runs(
@@ -87,15 +94,16 @@ def plot_runs(
     x = np.arange(len(columns))
     for i, r in enumerate(rows):
         vals = [r.get(c) or 0.0 for c in columns]
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=f"{r['model_type']}/{r['loss']}")
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=run_label(r))
     ax.set_xticks(x, columns)
     ax.set_ylim(0, 1)
     ax.set_ylabel("score")
     ax.set_title("ranking quality by run")
-    ax.legend(fontsize=8, loc="lower right")
+    # below the axes, so that no label hides a bar
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

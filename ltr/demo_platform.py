@@ -28,6 +28,7 @@ from ltr.settings import Settings
 
 DAY1, DAY2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
 N_FEATURES, N_DOC_ONLY = 20, 5
+DAY1_QUERIES = 80  # of 400: day 2 lands the other 320
 
 
 def _write_inputs(home: Path, port: int) -> tuple[Path, list[Path]]:
@@ -36,7 +37,10 @@ def _write_inputs(home: Path, port: int) -> tuple[Path, list[Path]]:
     from ltr.data.synth import generate_synthetic
 
     ds = generate_synthetic(n_queries=400, n_features=N_FEATURES, n_doc_only=N_DOC_ONLY, seed=7)
-    cut = 240
+    # Day 1 is a first, small batch of judgments; day 2 brings four times as many, so the
+    # nightly retrain has something to learn and its challenger beats the champion on the
+    # same held-out queries: the demo shows canary -> observe -> promote under live traffic.
+    cut = DAY1_QUERIES
     raws = []
     for day, idx in ((DAY1, range(cut)), (DAY2, range(cut, ds.n_queries))):
         path = home / "raw" / f"{day:%Y-%m-%d}" / "judgments.txt"
