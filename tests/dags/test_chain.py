@@ -1,6 +1,6 @@
 """The whole chain end to end: raw files -> promoted model -> the running service serves it.
 
-Day 1: MQ2008 S1's first 80 queries land as ``<LTR_HOME>/raw/2026-01-01/s1.txt``;
+Day 1: MQ2008 S1's first 30 queries land as ``<LTR_HOME>/raw/2026-01-01/s1.txt``;
 ``ltr_feature_pipeline`` validates them and loads them into the offline store and Redis,
 ``ltr_retrain`` trains a tiny MLP and a tiny LightGBM on point-in-time features, exports the
 better one and opens a promotion request, and ``ltr_promotion`` promotes it directly (the
@@ -8,10 +8,11 @@ model store is empty). Then the real rank service (uvicorn in a thread, features
 starts on that model store, and ranks queries of the raw file by document id alone exactly
 as ONNX Runtime scores the file's own feature rows.
 
-Day 2: S1's next 40 queries land as ``raw/2026-01-02/``; the same three DAGs run again, the
-new challenger goes out as a canary while a thread sends traffic, and whatever the outcome
-(promoted, rolled back, or rejected by a gate before any rollout) it is asserted concretely,
-with not one failed request from the service the whole time.
+Day 2: S1's next 90 queries land as ``raw/2026-01-02/``; the same three DAGs run again. With
+four times the judgments the new challenger beats the champion on the same held-out queries
+(measured: NDCG@10 0.600 against 0.535), passes every gate, goes out as a canary while a
+thread sends traffic, is observed and promoted, with not one failed request from the
+service the whole time.
 
 Redis db 2 holds the online store under a Feast project of this module's own (its keys are
 deleted afterwards); the service's result cache and event log are off, so every request
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.datasets import mq2008_s1
+from support.net import WAIT_S, wait_until
 from support.pipeline import (
     MQ2008_VALIDATION,
     land_raw,
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 REDIS_URL = "redis://127.0.0.1:6379/2"
 REGISTRY = "ltr-ranker-chain-test"
 DAY1, DAY2 = "2026-01-01", "2026-01-02"
-DAY1_QUERIES, DAY2_QUERIES = range(0, 80), range(80, 120)
+# A small first batch, then four times as much: day 2's retrain has something to learn.
+DAY1_QUERIES, DAY2_QUERIES = range(0, 30), range(30, 120)
 # Feature pipeline: a logical date at midnight covers the day before.
 FEATURES_DAY1 = datetime(2026, 1, 2, tzinfo=UTC)
 FEATURES_DAY2 = datetime(2026, 1, 3, tzinfo=UTC)
@@ -328,7 +330,7 @@ def test_raw_files_become_a_promoted_model_that_the_running_service_serves(
     chain.assert_serves(version, chain.raw(DAY1), [day1[0], day1[len(day1) // 2], day1[-1]])
 
 
-def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
+def test_a_second_day_is_retrained_canaried_observed_and_promoted_without_one_failed_request(
     chain: Chain,
 ) -> None:
     champion = chain.results.get("version")
@@ -350,47 +352,38 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
     assert evaluation["margin"] == pytest.approx(
         evaluation["challenger_value"] - evaluation["champion_value"]
     )
+    # the challenger learned from day 2: better than the champion on the same queries
+    assert evaluation["margin"] > 0.02, evaluation
     result = out["register_and_request"]
     challenger = result["version"]
     assert challenger != champion
-    outcome: dict[str, Any] = {
+    assert result["status"] == "requested", result
+    assert result["gates"]["accepted"] is True, result
+    assert json.loads(Path(result["request"]).read_text())["margin"] == evaluation["margin"]
+
+    # canary -> observe -> promote, under live traffic
+    before = dict(chain.service.versions)
+    run, states, out = chain.promote(challenger, **CANARY)
+    report, obs = out["report"], out["observe"]
+    assert obs is not None and obs["version"] == challenger, states
+    served = {v: n - before.get(v, 0) for v, n in chain.service.versions.items()}
+    assert served.get(challenger, 0) > 0  # the canary really took traffic
+    assert served.get(champion, 0) > 0  # ... beside the champion
+    recs = chain.history()[2:]  # this promotion's records
+    assert {r["promotion_id"] for r in recs} == {report["promotion_id"]}
+    assert report["status"] == "promoted", report
+    assert run.state == "success", states
+    assert states["rollback"] == "skipped", states
+    assert obs["verdict"] == "promote" and obs["errors"] == 0, obs
+    assert obs["requests"] >= CANARY["min_requests"]
+    assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "promote"]
+    production = challenger
+    chain.results["outcome"] = {
         "champion": champion,
         "challenger": challenger,
-        "retrain": result["status"],
-        **{k: evaluation[k] for k in ("challenger_value", "champion_value", "margin")},
+        "margin": evaluation["margin"],
+        "observation": obs,
     }
-
-    if result["status"] == "rejected":  # a gate said no: no rollout, nothing changed
-        assert result["reason"] and result["gates"]["accepted"] is False, result
-        assert not (chain.home / "promotions" / "requests" / f"{challenger}.json").exists()
-        assert [r["step"] for r in chain.history()] == ["deploy", "promote"]
-        production = champion
-        outcome["reason"] = result["reason"]
-    else:
-        assert result["status"] == "requested", result
-        assert json.loads(Path(result["request"]).read_text())["margin"] == evaluation["margin"]
-        before = dict(chain.service.versions)
-        run, states, out = chain.promote(challenger, **CANARY)
-        report, obs = out["report"], out["observe"]
-        assert obs is not None and obs["version"] == challenger, states
-        served = {v: n - before.get(v, 0) for v, n in chain.service.versions.items()}
-        assert served.get(challenger, 0) > 0  # the canary really took traffic
-        recs = chain.history()[2:]  # this promotion's records
-        assert {r["promotion_id"] for r in recs} == {report["promotion_id"]}
-        outcome.update(promotion=report["status"], reason=report["reason"], observation=obs)
-        if report["status"] == "promoted":
-            assert run.state == "success", states
-            assert obs["verdict"] == "promote" and obs["errors"] == 0, obs
-            assert obs["requests"] >= CANARY["min_requests"]
-            assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "promote"]
-            production = challenger
-        else:  # rolled back automatically, with the reason
-            assert report["status"] == "rolled_back", report
-            assert run.state == "failed" and states["rollback"] == "success", states
-            assert report["reason"] and recs[-1]["reason"] == report["reason"]
-            assert [r["step"] for r in recs] == ["deploy", "shift", "observe", "rollback"]
-            production = champion
-    chain.results["outcome"] = outcome
 
     # the outcome is what serves: routing, registry, and the running service
     routing = chain.routing()
@@ -404,10 +397,15 @@ def test_a_second_day_is_retrained_and_rolled_out_without_one_failed_request(
         production, chain.raw(DAY1), [q for q, _ in queries_of(chain.raw(DAY1))][:1]
     )
 
-    time.sleep(0.5)  # a little more traffic after the last routing change
+    # a little more traffic after the last routing change, all of it answered
+    seen = sum(chain.service.statuses.values())
+    assert wait_until(lambda: sum(chain.service.statuses.values()) >= seen + 20, timeout=WAIT_S)
     statuses = dict(chain.service.statuses)
     assert statuses.get(200, 0) > 0
     assert set(statuses) == {200}, (statuses, chain.service.failures[:5])
     log.info(
-        "chain outcome: %s; traffic %s by version %s", outcome, statuses, chain.service.versions
+        "chain outcome: %s; traffic %s by version %s",
+        chain.results["outcome"],
+        statuses,
+        chain.service.versions,
     )
