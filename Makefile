@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving clean
+.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving bench-features clean
 
 install: $(STAMP)
 
@@ -40,7 +40,7 @@ format: install
 	$(VENV)/bin/ruff format ltr serving tests bench dags feature_repo
 	$(VENV)/bin/ruff check --fix ltr serving tests bench dags feature_repo
 
-bench: bench-export bench-quality bench-serving
+bench: bench-export bench-quality bench-serving bench-features
 
 bench-export: install
 	$(PY) -m bench.export_latency
@@ -50,6 +50,11 @@ bench-quality: install
 
 bench-serving: install
 	$(PY) -m bench.serving
+
+# Feature store: materialization into Redis vs Feast's file offline store, online reads vs
+# the Feast SDK (both need the Redis at 127.0.0.1:6379)
+bench-features: install
+	$(PY) -m bench.materialize
 	$(PY) -m bench.feature_read
 
 # Airflow standalone for the UI on http://localhost:$(AIRFLOW_PORT) (blocks; Ctrl-C stops it):

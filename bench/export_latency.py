@@ -4,7 +4,13 @@
 
 Trains an MLP (LambdaRank) and the LightGBM baseline on MQ2008 fold 1 when the dataset is
 present (else on the project's synthetic data), exports both through the same code as
-`ltr export`, and prints source-model and ONNX Runtime p50/p99 side by side (one thread each).
+`ltr export`, and prints source-model and ONNX Runtime p50/p99 side by side, one thread per
+runtime: torch.set_num_threads(1) (checked during the timed calls), one intra- and one
+inter-op thread in the ONNX Runtime session, ``num_threads=1`` on every LightGBM prediction.
+
+Targets (DESIGN.md): parity max abs score difference <= 1e-5 for every model; ONNX Runtime
+p50 no slower than the source model at every list size (1..1000 rows), both timed in this
+run. Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -13,9 +19,34 @@ import argparse
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from bench._targets import Targets
 from bench.quality import default_datasets_dir
+
+PARITY_TOLERANCE = 1e-5
+
+
+def one_thread_source(ranker: Any, seen_torch_threads: set[int]) -> Callable[[np.ndarray], Any]:
+    """The source model's scoring on one thread; records torch's thread count at each call."""
+    if getattr(ranker, "model_type", "") == "lightgbm":
+        booster = ranker.booster
+
+        def lightgbm_one_thread(x: np.ndarray) -> np.ndarray:
+            return np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
+
+        return lightgbm_one_thread
+    import torch
+
+    def torch_scores(x: np.ndarray) -> Any:
+        seen_torch_threads.add(torch.get_num_threads())
+        return ranker.score_features(x)
+
+    return torch_scores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-    from ltr.export.latency import measure_latency
+    from ltr.export.latency import make_session, measure_latency
     from ltr.export.onnx_export import parity, write_onnx
     from ltr.training.config import ExperimentConfig
     from ltr.training.runner import Splits, load_splits
@@ -53,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "lightgbm": {"model": {"type": "lightgbm"}},
     }
-    worst = 0.0
+    targets = Targets()
+    seen_torch_threads: set[int] = set()
+    ort_threads: set[tuple[int, int]] = set()
     for name, spec in specs.items():
         cfg = ExperimentConfig.model_validate(
             {"name": name, "tracking": {"enabled": False}, **spec}
@@ -63,16 +96,17 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / "model.onnx"
             write_onnx(ranker, path)
             diff = parity(ranker, path, splits.valid)
-            worst = max(worst, diff)
+            options = make_session(str(path)).get_session_options()  # as measure_latency's
+            ort_threads.add((options.intra_op_num_threads, options.inter_op_num_threads))
             rows = measure_latency(
-                ranker.score_features,
+                one_thread_source(ranker, seen_torch_threads),
                 str(path),
                 splits.train.n_features,
                 repeats=args.repeats,
                 sample=splits.valid.features,
             )
         src = "lightgbm" if name == "lightgbm" else "pytorch"
-        print(f"\n{name}: parity max abs diff {diff:.2e} (target <= 1e-5)")
+        print(f"\n{name}: parity max abs diff {diff:.2e}")
         print(
             f"| rows | {src} p50 ms | {src} p99 ms | onnxruntime p50 ms | onnxruntime p99 ms |"
             " speed-up p50 |"
@@ -84,7 +118,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['onnx_p50_ms']:.3f} | {r['onnx_p99_ms']:.3f} | "
                 f"{r['source_p50_ms'] / r['onnx_p50_ms']:.1f}x |"
             )
-    return 0 if worst <= 1e-5 else 1
+        targets.at_most(f"{name} parity max abs diff", diff, PARITY_TOLERANCE, fmt=".2e")
+        for r in rows:
+            targets.check(
+                f"{name} onnxruntime no slower than {src} at {int(r['rows'])} rows",
+                f"p50 {r['onnx_p50_ms']:.3f} ms vs {r['source_p50_ms']:.3f} ms",
+                f"onnxruntime p50 <= {src} p50",
+                r["onnx_p50_ms"] <= r["source_p50_ms"],
+            )
+    print()
+    targets.check(
+        "one thread per runtime",
+        f"torch {sorted(seen_torch_threads)} during the timed calls, onnxruntime intra/inter "
+        f"{sorted(ort_threads)}, lightgbm predict num_threads=1",
+        "torch [1], onnxruntime [(1, 1)]",
+        seen_torch_threads == {1} and ort_threads == {(1, 1)},
+    )
+    return targets.report()
 
 
 if __name__ == "__main__":

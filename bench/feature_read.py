@@ -6,8 +6,12 @@ Builds a temporary Feast repository (views ``query_doc_features`` and ``doc_feat
 ``Array(Float32)`` field each, Redis online store), writes one query's candidates with
 ``FeatureStore.write_to_online_store``, checks that the direct reader returns values identical
 to Feast's on the same keys, then times both in interleaved rounds on the same keys and
-prints p50/p99 and the speed-up (DESIGN target: >= 10x). Variants: 46 features (40 + 6) and
-136 features (130 + 6). The bench's keys are removed from Redis afterwards.
+prints p50/p99 and the speed-up. Variants: 46 features (40 + 6) and 136 features (130 + 6).
+The bench's keys are removed from Redis afterwards.
+
+Target (DESIGN.md): the default reader (Lua) >= 10x faster at p50 than
+``FeatureStore.get_online_features`` timed in the same run, with identical values (a
+difference stops the run before timing). Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._targets import Targets
 from serving.features.redis_reader import (
     FeatureReadResult,
     FeatureViewSpec,
@@ -36,6 +41,8 @@ from serving.features.redis_reader import (
 
 QUERY = "q-bench"
 BASELINE = "FeatureStore.get_online_features().to_dict()"
+DEFAULT_READER = "RedisFeatureReader.read, lua (default)"
+MIN_SPEEDUP = 10.0
 VARIANTS = {"46": (40, 6), "136": (130, 6)}
 MISSING_EVERY = 20  # every 20th candidate has no query-doc row, like a real request
 
@@ -184,7 +191,7 @@ def run_variant(
             BASELINE: feast_sdk,
             "SdkFeatureReader.read (Feast + arrays)": lambda: sdk.read(QUERY, docs),
             "RedisFeatureReader.read, pipeline": lambda: pipe.read(QUERY, docs),
-            "RedisFeatureReader.read, lua (default)": lambda: lua.read(QUERY, docs),
+            DEFAULT_READER: lambda: lua.read(QUERY, docs),
         }
         # Feast is ~10x slower: fewer calls per round keep the run short.
         per_round = dict(zip(methods, [10, 10, 50, 50], strict=True))
@@ -244,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
+    speedups: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ltr-bench-feast-") as tmp:
         for variant in variants:
             dims = VARIANTS[variant]
@@ -256,7 +264,13 @@ def main(argv: list[str] | None = None) -> int:
                 speed = "" if t is base else f"{base_p50 / p50:5.1f}x / {base_p99 / p99:5.1f}x"
                 print(f"{label:>11}  {name:<44}{p50:8.3f}{p99:8.3f}{len(t):7d}  {speed}")
             print(f"{'':>11}  values identical to Feast's for all readers (checked before timing)")
-    return 0
+            speedups[label] = float(base_p50 / np.percentile(ms[DEFAULT_READER], 50))
+    print()
+    targets = Targets()
+    for label, speedup in speedups.items():
+        name = f"{label} features: default reader p50 speed-up vs Feast SDK"
+        targets.at_least(name, speedup, MIN_SPEEDUP, "x", ".1f")
+    return targets.report()
 
 
 if __name__ == "__main__":

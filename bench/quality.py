@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._targets import Targets
+
 METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "map", "mrr")
 MLP = {"type": "mlp", "params": {"hidden": [128, 64], "dropout": 0.1}}
 TRAIN = {"epochs": 60, "batch_size": 16, "patience": 15, "metric": "ndcg@10", "threads": 2}
@@ -147,39 +149,28 @@ def main(argv: list[str] | None = None) -> int:
 
     by = {r["model"]: r for r in results}
     neural = [r for r in results if r["model"] != "lightgbm"]
-    checks = []
+    targets = Targets()
     if "lightgbm" in by and neural:
         best = max(neural, key=lambda r: r["mean"]["ndcg@10"])
-        lgb = by["lightgbm"]["mean"]["ndcg@10"]
-        checks.append(
-            (
-                f"best neural ({best['model']}) NDCG@10 {best['mean']['ndcg@10']:.4f} "
-                f">= LightGBM {lgb:.4f}",
-                best["mean"]["ndcg@10"] >= lgb,
-            )
+        targets.at_least(
+            f"best neural ({best['model']}) NDCG@10 vs LightGBM in this run",
+            best["mean"]["ndcg@10"],
+            by["lightgbm"]["mean"]["ndcg@10"],
+            fmt=".4f",
         )
     for r in neural:
         if r["model"].startswith("mlp-"):
-            checks.append(
-                (
-                    f"{r['model']} NDCG@10 {r['mean']['ndcg@10']:.4f} >= 0.68",
-                    r["mean"]["ndcg@10"] >= 0.68,
-                )
-            )
+            targets.at_least(f"{r['model']} NDCG@10", r["mean"]["ndcg@10"], 0.68, fmt=".4f")
     for r in results:
-        checks.append(
-            (
-                f"{r['model']} max fit {r['fit_seconds_max']:.1f} s <= 60 s per fold",
-                r["fit_seconds_max"] <= 60.0,
-            )
+        targets.at_most(
+            f"{r['model']} max fit time per fold", r["fit_seconds_max"], 60.0, "s", ".1f"
         )
-    for text, ok in checks:
-        print(f"[{'PASS' if ok else 'FAIL'}] {text}")
+    code = targets.report()
     if args.json:
         from ltr.utils.io import write_json_atomic
 
-        write_json_atomic(args.json, {"results": results, "checks": checks})
-    return 0 if all(ok for _, ok in checks) else 1
+        write_json_atomic(args.json, {"results": results, "checks": targets.as_dicts()})
+    return code
 
 
 if __name__ == "__main__":

@@ -12,7 +12,12 @@ request does the full path), and measures with the raw-asyncio load generator:
 - saturation throughput (closed loop)
 - 1000 candidates (open loop, 20 req/s): p99
 - the service's resident memory with both models loaded
-Targets from DESIGN.md are printed next to each figure.
+
+Each figure is checked against the absolute budget BENCHMARKS.md publishes for the
+development box (x86_64, 2 cores), and any failed request fails the run; exits 1 when one
+is missed. Absolute times move about 2x between machines (DESIGN.md): these budgets are not
+DESIGN.md's ratio targets against an assembled FastAPI + Feast SDK stack, which this script
+does not run.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._targets import Targets
 from bench.loadgen import LoadResult, closed_loop, http_post, open_loop
 from ltr.demo_serving import free_port
 
@@ -189,10 +195,6 @@ def server_means_ms(port: int) -> dict[str, float]:
     return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
 
 
-def row(name: str, value: float, unit: str, target: str, ok: bool) -> tuple[str, str, str, str]:
-    return name, f"{value:.2f} {unit}", target, "PASS" if ok else "FAIL"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -234,37 +236,6 @@ def main(argv: list[str] | None = None) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/models", timeout=5) as r:
             served = json.loads(r.read())
         fixed, sat, big = res["fixed"], res["sat"], res["big"]
-        rows = [
-            row(
-                "100 candidates @200 req/s p50",
-                fixed.pct_ms(50),
-                "ms",
-                "<= 3 ms",
-                fixed.pct_ms(50) <= 3,
-            ),
-            row(
-                "100 candidates @200 req/s p99",
-                fixed.pct_ms(99),
-                "ms",
-                "<= 10 ms",
-                fixed.pct_ms(99) <= 10,
-            ),
-            row(
-                "saturation throughput (8 conns)",
-                sat.throughput,
-                "req/s",
-                ">= 500 req/s",
-                sat.throughput >= 500,
-            ),
-            row(
-                "1000 candidates @20 req/s p99",
-                big.pct_ms(99),
-                "ms",
-                "<= 40 ms",
-                big.pct_ms(99) <= 40,
-            ),
-            row("service RSS, 2 models loaded", mem, "MB", "<= 400 MB", mem <= 400),
-        ]
         errors = fixed.errors + sat.errors + big.errors
         print(
             f"\nrank service benchmark, {datetime.now(UTC):%Y-%m-%d}, {platform.machine()} "
@@ -287,10 +258,15 @@ def main(argv: list[str] | None = None) -> int:
                 for v in served["versions"]
             )
         )
-        print("\n| measure | value | target | |\n|---|---|---|---|")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        return 0 if errors == 0 and all(r[3] == "PASS" for r in rows) else 1
+        print()
+        targets = Targets()
+        targets.at_most("100 candidates @200 req/s p50", fixed.pct_ms(50), 3.0, "ms")
+        targets.at_most("100 candidates @200 req/s p99", fixed.pct_ms(99), 10.0, "ms")
+        targets.at_least("saturation throughput (8 conns)", sat.throughput, 500.0, "req/s", ".0f")
+        targets.at_most("1000 candidates @20 req/s p99", big.pct_ms(99), 40.0, "ms")
+        targets.at_most("service RSS, 2 models loaded", mem, 400.0, "MB", ".0f")
+        targets.at_most("non-200 or failed requests", errors, 0, fmt="d")
+        return targets.report()
     finally:
         if proc is not None:
             proc.terminate()
