@@ -133,11 +133,17 @@ class LightGBMRanker:
 
     # -------------------------------------------------------------- export
     def to_onnx(self, opset: int = 15) -> Any:
-        """ONNX graph ``features float32 [n_docs, n_features] -> scores float32 [n_docs]``."""
+        """ONNX graph ``features float32 [n_docs, n_features] -> scores float32 [n_docs]``.
+
+        The converted ensemble is rewritten to branch and sum exactly as the booster does
+        (:mod:`ltr.export.lightgbm_onnx`).
+        """
         import onnx
         import onnxmltools
         from onnx import TensorProto, helper
         from onnxmltools.convert.common.data_types import FloatTensorType
+
+        from ltr.export.lightgbm_onnx import make_exact
 
         n = len(self.feature_names)
         model = onnxmltools.convert_lightgbm(
@@ -146,6 +152,7 @@ class LightGBMRanker:
             target_opset=min(opset, 15),
             zipmap=False,
         )
+        make_exact(model, self.booster.dump_model())
         graph = model.graph
         old_out = graph.output[0]
         shape_name = "ltr_scores_shape"
