@@ -36,7 +36,8 @@ def ingest(
         typer.Option(
             "--timestamp",
             help="Event time of these features, ISO 8601 (no zone = UTC; default: now). "
-            "Re-ingesting the same file for the same time replaces it.",
+            "Re-ingesting the same file for the same time replaces it: changed rows win "
+            "(online too, after materialize); unchanged data writes nothing.",
         ),
     ] = None,
     name: Annotated[
@@ -75,7 +76,9 @@ def ingest(
     if as_json:
         emit_json(result)
         return
-    verb = "replaced" if result["replaced"] else "wrote"
+    verb = (
+        "kept (unchanged)" if result["unchanged"] else "replaced" if result["replaced"] else "wrote"
+    )
     typer.echo(
         f"{verb} {result['partition']} at {result['event_timestamp']}: "
         f"{result['query_doc_rows']} query-document rows ({result['query_doc_features']} "

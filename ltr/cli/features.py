@@ -99,5 +99,6 @@ def materialize(
     rows = ", ".join(f"{v} {n}" for v, n in result["rows"].items())
     typer.echo(
         f"materialized {result['total_rows']} rows ({rows}) into {result['online_store']} "
-        f"in {result['seconds']} s ({result['rows_per_second']} rows/s)"
+        f"in {result['seconds']} s ({result['rows_per_second']} rows/s); "
+        f"{sum(result['written'].values())} newer than the online store's were written"
     )

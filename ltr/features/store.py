@@ -6,7 +6,9 @@ The store is configured from :class:`~ltr.settings.Settings`, not from
 - registry ``<LTR_HOME>/feast/registry.db``; offline store: Parquet under
   ``<LTR_HOME>/feast/data`` (written by :func:`ltr.features.ingest.ingest_letor`);
 - online store: Redis when ``LTR_REDIS_URL`` is set, else SQLite at
-  ``<LTR_HOME>/feast/online.db``.
+  ``<LTR_HOME>/feast/online.db``; Feast's own stores with a writer that keeps a row's
+  ``(event, created)`` order (:mod:`ltr.features.online_store`), so a corrected day that is
+  re-ingested reaches the online store and an unchanged re-run writes nothing.
 
 The Feast objects come from the Python files of ``feature_repo/`` (the single definition
 used by ``feast apply`` too). Feast is imported inside the functions: it takes seconds.
@@ -37,6 +39,7 @@ from ltr.features.definitions import (
     VIEW_JOIN_KEYS,
 )
 from ltr.features.offline_store import OFFLINE_STORE_TYPE
+from ltr.features.online_store import ONLINE_STORE_TYPES, online_store_kind
 from ltr.settings import Settings, get_settings
 from ltr.utils.io import atomic_open
 
@@ -119,9 +122,9 @@ def _config_dict(settings: Settings, *, redact: bool = False) -> dict[str, Any]:
                 "password=${LTR_REDIS_PASSWORD}" if p.startswith("password=") else p
                 for p in conn.split(",")
             )
-        online = {"type": "redis", "connection_string": conn}
+        online = {"type": ONLINE_STORE_TYPES["redis"], "connection_string": conn}
     else:
-        online = {"type": "sqlite", "path": str(home / SQLITE_FILE)}
+        online = {"type": ONLINE_STORE_TYPES["sqlite"], "path": str(home / SQLITE_FILE)}
     return {
         "project": settings.feast_project,
         "project_description": PROJECT_DESCRIPTION,
@@ -280,7 +283,7 @@ def apply(settings: Settings | None = None) -> dict[str, Any]:
     return {
         "project": settings.feast_project,
         "registry": str(home / REGISTRY_FILE),
-        "online_store": store.config.online_store.type,
+        "online_store": online_store_kind(store.config.online_store.type),
         "entities": _names(contents.entities),
         "data_sources": _names(contents.data_sources),
         "feature_views": _names(contents.feature_views),
@@ -327,6 +330,12 @@ def _rows_in_window(settings: Settings, view: str, start: datetime, end: datetim
     return table.group_by(keys).aggregate([]).num_rows
 
 
+def _rows_written(store: FeatureStore) -> dict[str, int]:
+    """Rows the store's online writer has written so far, per view (see online_store)."""
+    online = store._get_provider().online_store
+    return dict(getattr(online, "rows_written", {}))
+
+
 def materialize(
     start: datetime,
     end: datetime,
@@ -336,8 +345,9 @@ def materialize(
 ) -> dict[str, Any]:
     """Load the latest features with event time in ``[start, end]`` into the online store.
 
-    Returns the online store type, rows written per view (one per entity), seconds and
-    rows per second.
+    Returns the online store type, the rows materialized per view (one per entity with an
+    event in the window), how many of them were written (newer than the stored row: a
+    re-run of unchanged data writes none), seconds and rows per second.
     """
     settings = settings or get_settings()
     start, end = _aware(start), _aware(end)
@@ -354,17 +364,20 @@ def materialize(
     names = [v for v in names if v not in empty]
     rows = {view: _rows_in_window(settings, view, start, end) for view in names}
     store = get_feature_store(settings)
+    before = _rows_written(store)
     started = time.perf_counter()
     with _feast_output_to_stderr():
         store.materialize(start_date=start, end_date=end, feature_views=names)
     seconds = time.perf_counter() - started
+    after = _rows_written(store)
     total = sum(rows.values())
     return {
-        "online_store": store.config.online_store.type,
+        "online_store": online_store_kind(store.config.online_store.type),
         "start": start.isoformat(),
         "end": end.isoformat(),
         "rows": rows,
         "total_rows": total,
+        "written": {view: after.get(view, 0) - before.get(view, 0) for view in names},
         "skipped_views_without_data": empty,
         "seconds": round(seconds, 3),
         "rows_per_second": round(total / seconds, 1) if seconds > 0 else None,

@@ -15,7 +15,9 @@ One run covers one data interval ``[start, end)``:
    ``[start - materialize_overlap_hours, end]``) into the online store.
 
 Every step is idempotent for its interval: the same files give the same partition names and
-byte-identical Parquet files, which replace the earlier ones atomically. The same functions
+leave the Parquet files as they are (a changed file replaces them atomically; its changed
+rows get a later created time, so a corrected day reaches the online store when it is
+materialized again, and unchanged rows are not written online again). The same functions
 run from a shell (``ltr data ingest``, ``ltr features apply|materialize`` call the same
 library code), so an operator can redo any step by hand.
 """
@@ -29,7 +31,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ltr.data.errors import LetorFormatError
 from ltr.features.definitions import DOC_JOIN_KEY, DOC_VIEW, EVENT_TIMESTAMP, QUERY_JOIN_KEY
-from ltr.features.ingest import ingest_letor, read_layout
+from ltr.features.ingest import (
+    check_batch_documents,
+    ingest_letor,
+    partition_name,
+    read_layout,
+)
 from ltr.features.store import offline_dir
 from ltr.pipelines.config import PipelineConfig
 from ltr.settings import Settings, get_settings
@@ -286,13 +293,17 @@ def write_labels(
 ) -> Path:
     """Write ``ds``'s judgments to ``<store>/labels.parquet/<partition>``, atomically.
 
-    The same partition name replaces the earlier file, so a re-run never duplicates rows.
+    The same partition name replaces the earlier file, so a re-run never duplicates rows;
+    a file that already holds the same judgments is left as it is.
     """
     import pyarrow.parquet as pq
 
     path = Path(store) / LABELS_TABLE / partition
+    table = _labels_table(ds, _utc(event_timestamp))
+    if path.is_file() and pq.read_table(path).equals(table, check_metadata=True):
+        return path
     with atomic_path(path) as tmp:
-        pq.write_table(_labels_table(ds, _utc(event_timestamp)), tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd")
     return path
 
 
@@ -318,15 +329,25 @@ def write_offline(
         "impute" if cfg.validation.max_missing_fraction > 0 else "reject"
     )
     datasets = [(Path(p), read_letor(p, n_features=n_features, missing=missing)) for p in files]
+    # Files of one day are checked against each other, not against their own earlier
+    # ingestions, so a correction that spans several files of a day can be re-ingested.
+    doc_cols = list(cfg.doc_feature_indices)
+    days: dict[datetime, list[tuple[Path, LetorDataset]]] = {}
+    for path, ds in datasets:
+        days.setdefault(file_event_time(path, interval_start), []).append((path, ds))
+    for day_files in days.values():
+        if len(day_files) > 1:
+            check_batch_documents([ds for _, ds in day_files], doc_cols)
     written: list[dict[str, Any]] = []
     for path, ds in datasets:
         event_ts = file_event_time(path, interval_start)
         result = ingest_letor(
             ds,
             store,
-            doc_feature_indices=list(cfg.doc_feature_indices),
+            doc_feature_indices=doc_cols,
             event_timestamp=event_ts,
             name=path.stem,
+            replacing={partition_name(event_ts, "", p.stem) for p, _ in days[event_ts]},
         )
         labels = write_labels(ds, store, partition=result["partition"], event_timestamp=event_ts)
         written.append(
@@ -335,6 +356,8 @@ def write_offline(
                 "event_timestamp": result["event_timestamp"],
                 "partition": result["partition"],
                 "replaced": result["replaced"],
+                "unchanged": result["unchanged"],
+                "changed_rows": result["changed_rows"],
                 "queries": result["queries"],
                 "query_doc_rows": result["query_doc_rows"],
                 "doc_rows": result["doc_rows"],

@@ -24,6 +24,7 @@ from ltr.data.dataset import LetorDataset
 from ltr.data.synth import generate_synthetic
 from ltr.features import definitions as d
 from ltr.features.ingest import ingest_letor
+from ltr.features.online_store import redis_created_field
 from ltr.settings import Settings, get_settings
 from serving.features.feast_layout import decode_float_list
 
@@ -51,7 +52,7 @@ def big_dataset() -> LetorDataset:
 )
 def loaded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict]:
+) -> Iterator[dict[str, Any]]:
     """The big dataset ingested at T1, applied and materialized once per online store."""
     from ltr.features.store import apply, materialize, offline_dir
 
@@ -59,14 +60,22 @@ def loaded(
     settings = make_settings(tmp_path_factory.mktemp(request.param), request.param)
     ds = big_dataset()
     try:
-        ingest_letor(ds, offline_dir(settings), doc_feature_indices=DOC_COLS, event_timestamp=T1)
+        ingested = ingest_letor(
+            ds, offline_dir(settings), doc_feature_indices=DOC_COLS, event_timestamp=T1
+        )
         apply(settings)
         result = materialize(T1 - timedelta(days=1), T1 + timedelta(days=1), settings)
         print(  # the figure the DESIGN target is about (run with -s to see it)
             f"\nmaterialize into {result['online_store']}: {result['total_rows']} rows in "
             f"{result['seconds']} s = {result['rows_per_second']} rows/s"
         )
-        yield {"settings": settings, "ds": ds, "result": result, "redis": client}
+        yield {
+            "settings": settings,
+            "ds": ds,
+            "result": result,
+            "redis": client,
+            "created": datetime.fromisoformat(ingested["created_timestamp"]),
+        }
     finally:
         if client is not None:
             delete_project_keys(client, settings.feast_project)
@@ -76,16 +85,17 @@ def sample_rows(ds: LetorDataset, n: int = N_SAMPLE) -> np.ndarray:
     return np.random.default_rng(0).choice(ds.n_docs, size=n, replace=False)
 
 
-def test_materialize_reports_one_row_per_entity(loaded: dict) -> None:
+def test_materialize_reports_one_row_per_entity(loaded: dict[str, Any]) -> None:
     ds, result = loaded["ds"], loaded["result"]
     assert result["rows"] == {
         d.QUERY_DOC_VIEW: ds.n_docs,
         d.DOC_VIEW: len(set(ds.doc_ids.tolist())),
     }
     assert result["total_rows"] > 20_000 and result["seconds"] > 0
+    assert result["written"] == result["rows"]  # a first materialization writes every row
 
 
-def test_online_features_equal_the_ingested_vectors(loaded: dict) -> None:
+def test_online_features_equal_the_ingested_vectors(loaded: dict[str, Any]) -> None:
     from ltr.features.store import get_feature_store
 
     ds, settings = loaded["ds"], loaded["settings"]
@@ -115,7 +125,7 @@ def test_online_features_equal_the_ingested_vectors(loaded: dict) -> None:
 @pytest.mark.parametrize(
     "loaded", [pytest.param("redis", marks=pytest.mark.integration)], indirect=True
 )
-def test_redis_layout_is_what_the_serving_side_encodes(loaded: dict) -> None:
+def test_redis_layout_is_what_the_serving_side_encodes(loaded: dict[str, Any]) -> None:
     """Pins ltr.features.definitions' Redis key, field names and value decoding to Feast's."""
     client = loaded["redis"]
     from feast.infra.online_stores.helpers import _mmh3, _redis_key
@@ -138,13 +148,20 @@ def test_redis_layout_is_what_the_serving_side_encodes(loaded: dict) -> None:
             key = d.redis_key(project, entity)
             assert key == _redis_key(project, proto, d.ENTITY_KEY_SERIALIZATION_VERSION)
             fields = client.hgetall(key)
-            assert set(fields) == {d.REDIS_FEATURE_FIELDS[view], d.REDIS_TIMESTAMP_FIELDS[view]}
+            created_field = redis_created_field(view)
+            assert set(fields) == {
+                d.REDIS_FEATURE_FIELDS[view],
+                d.REDIS_TIMESTAMP_FIELDS[view],
+                created_field,
+            }
             raw = fields[d.REDIS_FEATURE_FIELDS[view]]
             np.testing.assert_array_equal(decode_float_list(raw), expected)
             value = Value.FromString(raw)
             assert value.WhichOneof("val") == "float_list_val"
             ts = Timestamp.FromString(fields[d.REDIS_TIMESTAMP_FIELDS[view]])
             assert ts.ToDatetime(tzinfo=UTC) == T1
+            created = Timestamp.FromString(fields[created_field]).ToDatetime(tzinfo=UTC)
+            assert created == loaded["created"]
 
 
 # ------------------------------------------------------------ windows and versions
@@ -188,11 +205,10 @@ def test_a_window_before_a_new_version_keeps_the_old_one_online(small_store: Set
     np.testing.assert_array_equal(online(), v1.features)
     materialize(T2 - timedelta(seconds=1), T2 + timedelta(days=1), small_store)
     np.testing.assert_array_equal(online(), v2.features)
-    if small_store.redis_url:
-        # Redis keeps the newer event time when an old window is materialized again (Feast's
-        # SQLite store overwrites instead: materialize windows in time order there).
-        materialize(T1 - timedelta(days=1), T2 - timedelta(seconds=1), small_store)
-        np.testing.assert_array_equal(online(), v2.features)
+    # Both stores keep the newer event time when an old window is materialized again.
+    again = materialize(T1 - timedelta(days=1), T2 - timedelta(seconds=1), small_store)
+    np.testing.assert_array_equal(online(), v2.features)
+    assert again["written"] == {d.QUERY_DOC_VIEW: 0, d.DOC_VIEW: 0}
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # from Dask's own shuffle code
@@ -212,7 +228,7 @@ def test_arrow_reads_for_materialization_equal_feasts_dask_reads(tmp_path: Path)
     config = repo_config(settings)
     views = {v.name: v for v in load_repo_contents(settings).feature_views}
 
-    def rows(store: Any, method: str, view: str, start: datetime, end: datetime) -> list:
+    def rows(store: Any, method: str, view: str, start: datetime, end: datetime) -> list[Any]:
         job = getattr(store, method)(
             config=config,
             data_source=views[view].batch_source,

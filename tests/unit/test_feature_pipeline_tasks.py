@@ -14,7 +14,7 @@ import pytest
 
 from ltr.data.dataset import LetorDataset
 from ltr.data.letor import write_letor
-from ltr.features.ingest import read_layout
+from ltr.features.ingest import IngestError, read_layout
 from ltr.features.store import offline_dir
 from ltr.pipelines import feature_pipeline as fp
 from ltr.pipelines.config import PipelineConfig
@@ -208,6 +208,40 @@ def test_write_offline_twice_writes_byte_identical_files(settings: Settings) -> 
     labels = [k for k in before if k.startswith(fp.LABELS_TABLE)]
     assert len(labels) == 2
     assert {Path(k).name for k in labels} == {f["partition"] for f in first["files"]}
+
+
+def with_doc_value(ds: LetorDataset, doc: str, value: float) -> LetorDataset:
+    ds.features[ds.doc_ids == doc, 4] = value  # column 4: the document-only feature
+    return ds
+
+
+def test_a_correction_spanning_two_files_of_a_day_is_reingested(settings: Settings) -> None:
+    cfg = config(doc_feature_indices=[4])
+    a = land(settings, DAY1, "a.txt", dataset())
+    b = land(settings, DAY1, "b.txt", dataset(prefix="p"))  # the same documents d0..d6
+    fp.write_offline([a, b], DAY1, cfg, settings)
+
+    land(settings, DAY1, "a.txt", with_doc_value(dataset(), "d0", 0.99))
+    land(settings, DAY1, "b.txt", with_doc_value(dataset(prefix="p"), "d0", 0.99))
+    again = fp.write_offline([a, b], DAY1, cfg, settings)
+
+    assert [f["changed_rows"] for f in again["files"]] == [
+        {"query_doc_features": 0, "doc_features": 1}
+    ] * 2
+    docs = pd.read_parquet(offline_dir(settings) / "doc_features.parquet")
+    d0 = docs.loc[docs["doc_id"] == "d0", "features"].map(lambda v: float(v[0])).tolist()
+    assert d0 == pytest.approx([0.99, 0.99])
+
+
+def test_files_of_a_day_that_disagree_on_a_document_are_refused_before_any_write(
+    settings: Settings,
+) -> None:
+    cfg = config(doc_feature_indices=[4])
+    a = land(settings, DAY1, "a.txt", dataset())
+    b = land(settings, DAY1, "b.txt", with_doc_value(dataset(prefix="p"), "d0", 0.99))
+    with pytest.raises(IngestError, match=r"document d0 .* same event time"):
+        fp.write_offline([a, b], DAY1, cfg, settings)
+    assert not offline_dir(settings).exists() or not any(offline_dir(settings).rglob("*.parquet"))
 
 
 def test_labels_table_round_trips_the_judgments_with_their_day(settings: Settings) -> None:

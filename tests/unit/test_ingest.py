@@ -157,10 +157,60 @@ def test_reingesting_the_same_data_for_the_same_time_leaves_identical_tables(
 ) -> None:
     ingest_letor(tiny(), tmp_path, doc_feature_indices=[2, 3], event_timestamp=T1)
     first = folder_digest(tmp_path)
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     again = ingest_letor(tiny(), tmp_path, doc_feature_indices=[2, 3], event_timestamp=T1)
-    assert again["replaced"] is True
+    assert again["replaced"] is True and again["unchanged"] is True
+    assert again["changed_rows"] == {QUERY_DOC_VIEW: 0, DOC_VIEW: 0}
     assert folder_digest(tmp_path) == first
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == mtimes
     assert len(first) == 3  # layout.json + one file per table
+
+
+def created_by_key(path: str) -> dict[tuple[str, ...], datetime]:
+    table = pq.read_table(path)
+    keys = [c for c in ("query_id", "doc_id") if c in table.column_names]
+    return {tuple(row[k] for k in keys): row["created_timestamp"] for row in table.to_pylist()}
+
+
+def test_a_corrected_row_gets_a_later_created_time_and_unchanged_rows_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    ingested = T1 + timedelta(days=3, microseconds=250_000)
+    first = ingest_letor(
+        tiny(), tmp_path, doc_feature_indices=[2, 3], event_timestamp=T1, created_timestamp=ingested
+    )
+    stamp = T1 + timedelta(days=3)  # whole seconds: what Feast's SQLite online store keeps
+    assert first["created_timestamp"] == stamp.isoformat()
+    assert first["changed_rows"] == {QUERY_DOC_VIEW: 5, DOC_VIEW: 3}
+
+    corrected = tiny({"a": [10.0, 99.0], "b": [20.0, 21.0], "c": [30.0, 31.0]})
+    corrected.features[1, 0] = 7.0  # the pair (q1, b)
+    # even when asked for the same ingestion time, a correction is at least a second later
+    second = ingest_letor(
+        corrected,
+        tmp_path,
+        doc_feature_indices=[2, 3],
+        event_timestamp=T1,
+        created_timestamp=ingested,
+    )
+    later = stamp + timedelta(seconds=1)
+    assert second["created_timestamp"] == later.isoformat()
+    assert second["changed_rows"] == {QUERY_DOC_VIEW: 1, DOC_VIEW: 1}
+    assert second["unchanged"] is False
+    assert created_by_key(second["paths"][DOC_VIEW]) == {
+        ("a",): later,
+        ("b",): stamp,
+        ("c",): stamp,
+    }
+    assert created_by_key(second["paths"][QUERY_DOC_VIEW]) == {
+        ("q1", "a"): stamp,
+        ("q1", "b"): later,
+        ("q1", "c"): stamp,
+        ("q2", "a"): stamp,
+        ("q2", "c"): stamp,
+    }
+    event = pq.read_table(second["paths"][QUERY_DOC_VIEW]).column("event_timestamp")
+    assert set(event.to_pylist()) == {T1}  # point-in-time joins still see the day
 
 
 def test_a_later_timestamp_adds_a_partition_and_keeps_the_earlier_one(tmp_path: Path) -> None:
