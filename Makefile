@@ -28,8 +28,9 @@ test: install
 	@echo "== DAG tests again with Airflow's metadata database on PostgreSQL"
 	LTR_TEST_AIRFLOW_DB=postgres $(PY) -m pytest -m dags tests/dags $(PYTEST_ARGS)
 
-test-all: install
-	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+# Everything make test runs, then the tests marked slow (the all-fold quality gate).
+test-all: test
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check ltr serving tests bench dags feature_repo
