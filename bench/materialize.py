@@ -62,13 +62,15 @@ def delete_project_keys(client: Any, project: str) -> None:
 
 def feast_plain_store(settings: Any) -> Any:
     """A FeatureStore of ``settings`` on Feast's plain path: its own ``file`` (Dask) offline
-    store and its own ``redis`` online store, whatever the project configures instead."""
+    store, ``redis`` online store and ``local`` batch engine, whatever the project
+    configures instead."""
     from feast import FeatureStore
 
     from ltr.features.store import redis_connection_string, repo_config
 
     config = repo_config(settings)
     config.offline_config = {"type": "file"}
+    config.batch_engine_config = "local"  # Feast's own local engine, not the project's
     config.online_config = {
         "type": "redis",
         "connection_string": redis_connection_string(settings.redis_url),
@@ -77,7 +79,13 @@ def feast_plain_store(settings: Any) -> Any:
 
 
 def store_types(store: Any) -> str:
-    return f"offline {store.config.offline_store.type}, online {store.config.online_store.type}"
+    config = store.config
+    engine = config.batch_engine_config
+    engine = engine.get("type") if isinstance(engine, dict) else engine
+    return (
+        f"offline {config.offline_store.type}, online {config.online_store.type}, "
+        f"batch engine {engine}"
+    )
 
 
 def same_hashes(client: Any, ours: str, theirs: str) -> tuple[int, int, int]:

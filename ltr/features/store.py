@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ltr.features.compute_engine import ENGINE_TYPE
 from ltr.features.definitions import (
     DOC_VIEW,
     ENTITY_KEY_SERIALIZATION_VERSION,
@@ -115,6 +116,7 @@ def redis_connection_string(url: str) -> str:
 def _config_dict(settings: Settings, *, redact: bool = False) -> dict[str, Any]:
     home = settings.home.resolve()
     online: dict[str, Any]
+    engine: dict[str, Any] = {}
     if settings.redis_url:
         conn = redis_connection_string(settings.redis_url)
         if redact:  # keep secrets out of files; Feast expands ${VAR} when it loads the yaml
@@ -123,6 +125,9 @@ def _config_dict(settings: Settings, *, redact: bool = False) -> dict[str, Any]:
                 for p in conn.split(",")
             )
         online = {"type": ONLINE_STORE_TYPES["redis"], "connection_string": conn}
+        # Feast's local engine, writing views into Redis straight from Arrow
+        # (ltr.features.compute_engine; anything it does not handle goes Feast's way)
+        engine = {"batch_engine": {"type": ENGINE_TYPE}}
     else:
         online = {"type": ONLINE_STORE_TYPES["sqlite"], "path": str(home / SQLITE_FILE)}
     return {
@@ -138,6 +143,7 @@ def _config_dict(settings: Settings, *, redact: bool = False) -> dict[str, Any]:
         # Feast's Dask file store, with materialization reads done by PyArrow (much faster
         # on array columns; see ltr.features.offline_store)
         "offline_store": {"type": OFFLINE_STORE_TYPE},
+        **engine,
         "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
     }
 
