@@ -43,7 +43,8 @@ daily cron, so the run at midnight (or a manual run for a midnight) covers the d
 Every task is idempotent for its interval: clearing and re-running a day rewrites the same
 files byte for byte and the same online values. Configuration comes from the environment
 only: `LTR_HOME`, `LTR_REDIS_URL`, `LTR_FEAST_PROJECT`, `LTR_PIPELINE_CONFIG` (default
-`configs/pipeline.yaml`). The same steps from a shell: `ltr data validate`,
+`<LTR_HOME>/pipeline.yaml` when present, else `configs/pipeline.yaml`). The same steps from a
+shell: `ltr data validate`,
 `ltr data ingest`, `ltr features apply`, `ltr features materialize`.
 """
 

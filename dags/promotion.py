@@ -27,7 +27,8 @@ Trigger it by hand (**Trigger** → fill in the form). It runs the same code as
 
 Every step is recorded in `<LTR_HOME>/models/promotions.jsonl`. Defaults of the form come
 from the `promotion` section of the pipeline config (`LTR_PIPELINE_CONFIG`, default
-`configs/pipeline.yaml`). From a shell: `ltr promote VERSION --service-url URL`.
+`<LTR_HOME>/pipeline.yaml` when present, else `configs/pipeline.yaml`). From a shell:
+`ltr promote VERSION --service-url URL`.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ interval). Everything it writes is keyed by the as-of time (the *run key*,
 
 Promote a requested version with the `ltr_promotion` DAG (or `ltr promote VERSION`).
 Configuration comes from the environment: `LTR_HOME`, `LTR_PIPELINE_CONFIG` (default
-`configs/pipeline.yaml`: `training`, `gates`, `registry_name`, `doc_feature_indices`),
+`<LTR_HOME>/pipeline.yaml` when present, else `configs/pipeline.yaml`: `training`, `gates`,
+`registry_name`, `doc_feature_indices`),
 `LTR_MLFLOW_TRACKING_URI`, `LTR_FEAST_PROJECT`, `LTR_REDIS_URL`.
 """
 

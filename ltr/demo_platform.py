@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ltr.pipelines.config import HOME_CONFIG_NAME
 from ltr.settings import Settings
 
 DAY1, DAY2 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
@@ -82,7 +83,9 @@ def _write_inputs(home: Path, port: int) -> tuple[Path, list[Path]]:
             "service_url": f"http://127.0.0.1:{port}",
         },
     }
-    path = home / "demo" / "pipeline.yaml"
+    # <LTR_HOME>/pipeline.yaml: the DAGs find it there on their own (ltr.pipelines.config),
+    # so `make airflow` on the same home runs them on the demo's data
+    path = home / HOME_CONFIG_NAME
     path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
     return path, raws
 
@@ -292,6 +295,12 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
     say(f"offline store:   {home / 'feast' / 'data'}  (Feast registry {home / 'feast'})")
     say(f"models:          {home / 'models'}  (routing.json, promotions.jsonl)")
     say(f"mlflow:          {settings.tracking_uri}")
-    say(f"airflow runs:    {home / 'airflow'}  (browse with `make airflow`)")
+    say(f"pipeline config: {pipeline_yaml}  (the DAGs read it from LTR_HOME)")
     say(f"reports:         {home / 'reports'}")
+    say(f"airflow runs:    {home / 'airflow'}")
+    say(
+        f"\nopen these runs in the Airflow UI: make airflow LTR_HOME={home}\n"
+        "  then http://localhost:8080, user admin, password in "
+        f"{home / 'airflow' / 'simple_auth_manager_passwords.json.generated'}"
+    )
     return summary

@@ -1,7 +1,10 @@
 """The pipeline config shared by the DAGs: typed, immutable, loaded from YAML.
 
-Path: ``LTR_PIPELINE_CONFIG`` (default ``configs/pipeline.yaml`` of the repository).
-Relative paths inside it are resolved against the repository root.
+Path (:func:`pipeline_config_path`): ``LTR_PIPELINE_CONFIG`` when set, else
+``<LTR_HOME>/pipeline.yaml`` when that file exists (``ltr demo`` writes its config there, so
+``make airflow`` on the same ``LTR_HOME`` runs the DAGs on the demo's data), else
+``configs/pipeline.yaml`` of the repository. Relative paths inside it are resolved against
+the repository root.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = REPO_ROOT / "configs" / "pipeline.yaml"
+#: The pipeline config that belongs to one runtime home (``<LTR_HOME>/pipeline.yaml``).
+HOME_CONFIG_NAME = "pipeline.yaml"
 
 
 class _Frozen(BaseModel):
@@ -80,9 +85,22 @@ class PipelineConfig(_Frozen):
         return path if path.is_absolute() else REPO_ROOT / path
 
 
+def pipeline_config_path(path: str | Path | None = None) -> Path:
+    """The pipeline config to read: ``path``, else ``$LTR_PIPELINE_CONFIG``, else
+    ``<LTR_HOME>/pipeline.yaml`` if it exists (``LTR_HOME`` defaults to ``var``), else the
+    repository's ``configs/pipeline.yaml``."""
+    if path:
+        return Path(path)
+    env = os.environ.get("LTR_PIPELINE_CONFIG")
+    if env:
+        return Path(env)
+    in_home = Path(os.environ.get("LTR_HOME") or "var") / HOME_CONFIG_NAME
+    return in_home if in_home.is_file() else DEFAULT_PATH
+
+
 def load_pipeline_config(path: str | Path | None = None) -> PipelineConfig:
     """Read the pipeline config; errors name the file and the offending keys."""
-    p = Path(path or os.environ.get("LTR_PIPELINE_CONFIG") or DEFAULT_PATH)
+    p = pipeline_config_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"pipeline config not found: {p}")
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ltr.pipelines.config import DEFAULT_PATH, load_pipeline_config
+from ltr.pipelines.config import DEFAULT_PATH, load_pipeline_config, pipeline_config_path
 from ltr.training.config import load_config
 
 
@@ -45,3 +45,17 @@ def test_the_environment_variable_selects_the_file(tmp_path: Path, monkeypatch) 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="pipeline config not found"):
         load_pipeline_config(tmp_path / "nope.yaml")
+
+
+def test_the_home_config_is_read_when_no_variable_names_one(tmp_path: Path, monkeypatch) -> None:
+    """`ltr demo` writes <LTR_HOME>/pipeline.yaml; Airflow on the same home reads it."""
+    monkeypatch.delenv("LTR_PIPELINE_CONFIG", raising=False)
+    monkeypatch.setenv("LTR_HOME", str(tmp_path))
+    assert pipeline_config_path() == DEFAULT_PATH  # nothing in the home yet
+    (tmp_path / "pipeline.yaml").write_text("registry_name: the-demos\n")
+    assert pipeline_config_path() == tmp_path / "pipeline.yaml"
+    assert load_pipeline_config().registry_name == "the-demos"
+    other = tmp_path / "other.yaml"
+    other.write_text("registry_name: chosen\n")
+    monkeypatch.setenv("LTR_PIPELINE_CONFIG", str(other))  # the variable still wins
+    assert load_pipeline_config().registry_name == "chosen"
