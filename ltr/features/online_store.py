@@ -89,6 +89,16 @@ def _nanos(ts: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
+@functools.lru_cache(maxsize=4096)  # a store holds few distinct times
+def parse_timestamp(raw: bytes) -> int:
+    """Nanoseconds since the epoch of a serialized protobuf ``Timestamp`` (``_ts:<view>``)."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.ParseFromString(raw)
+    return int(ts.seconds) * 1_000_000_000 + int(ts.nanos)
+
+
 def _version(event_ts: datetime, created_ts: datetime | None) -> tuple[int, int]:
     return _nanos(event_ts), _NEVER if created_ts is None else _nanos(created_ts)
 
@@ -132,14 +142,6 @@ def _build() -> dict[str, Any]:
     def count(store: Any, view: str, n: int) -> None:
         written: dict[str, int] = store.__dict__.setdefault("rows_written", {})
         written[view] = written.get(view, 0) + n
-
-    @functools.lru_cache(maxsize=4096)
-    def parse_ts(raw: bytes | None) -> int | None:
-        if not raw:
-            return None
-        ts = Timestamp()
-        ts.ParseFromString(raw)
-        return int(ts.seconds) * 1_000_000_000 + int(ts.nanos)
 
     @functools.lru_cache(maxsize=4096)
     def sqlite_seconds(value: datetime) -> int:
@@ -189,7 +191,8 @@ def _build() -> dict[str, Any]:
                 previous = pipe.execute()
             stored: list[tuple[int, int] | None] = []
             for prev_ts, prev_created in previous:
-                event, created = parse_ts(prev_ts), parse_ts(prev_created)
+                event = parse_timestamp(prev_ts) if prev_ts else None
+                created = parse_timestamp(prev_created) if prev_created else None
                 if event is None:
                     stored.append(None)
                 else:

@@ -164,15 +164,6 @@ def _timestamp_bytes(micros: int) -> bytes:
     return bytes(Timestamp(seconds=seconds, nanos=rest * 1000).SerializeToString())
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_timestamp(raw: bytes) -> int:
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    ts = Timestamp()
-    ts.ParseFromString(raw)
-    return int(ts.seconds) * 1_000_000_000 + int(ts.nanos)
-
-
 def _micros(column: Any) -> npt.NDArray[np.int64]:
     """Microseconds since the epoch (UTC; truncated as Feast's ``datetime`` conversion)."""
     import pyarrow as pa
@@ -201,6 +192,8 @@ def _newer(
     stored: list[bytes | None],
 ) -> list[int]:
     """Rows whose (event, created) is newer than stored (and than earlier rows of the batch)."""
+    from ltr.features.online_store import parse_timestamp as _parse_timestamp
+
     n = len(keys)
     s_event = np.array([_parse_timestamp(b) if b else _NEVER for b in stored[0::2]], np.int64)
     s_created = np.array([_parse_timestamp(b) if b else _NEVER for b in stored[1::2]], np.int64)
