@@ -298,9 +298,9 @@ class Drainer:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------ redis
-    def _redis(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _redis(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn()
+            return fn(*args, **kwargs)
         except redis.RedisError as exc:
             raise DrainError(f"{what} failed: {exc}") from exc
 
@@ -320,9 +320,13 @@ class Drainer:
         while True:
             raw = self._redis(
                 f"XAUTOCLAIM {stream}",
-                lambda s=start: self.client.xautoclaim(
-                    stream, self.group, self.consumer, 0, start_id=s, count=1000
-                ),
+                self.client.xautoclaim,
+                stream,
+                self.group,
+                self.consumer,
+                0,
+                start_id=start,
+                count=1000,
             )
             next_start, _claimed = _text(raw[0]), raw[1]
             # Redis >= 7.0 also lists pending ids whose entries were trimmed away before
@@ -330,7 +334,7 @@ class Drainer:
             deleted = [_text(i) for i in raw[2]] if len(raw) > 2 else []
             if deleted:
                 report.trimmed_before_drain += len(deleted)
-                self._redis("XACK", lambda d=deleted: self.client.xack(stream, self.group, *d))
+                self._redis("XACK", self.client.xack, stream, self.group, *deleted)
             if next_start == "0-0":
                 return
             start = next_start
@@ -424,9 +428,7 @@ class Drainer:
                     report.malformed += sum(1 for r in rows if r["error"] is not None)
                     report.files += [str(p.relative_to(self.root)) for p in paths]
                 self._stage("written", kind)
-                acked = self._redis(
-                    f"XACK {stream}", lambda i=ids: self.client.xack(stream, self.group, *i)
-                )
+                acked = self._redis(f"XACK {stream}", self.client.xack, stream, self.group, *ids)
                 report.acked += int(acked)
                 moved += len(entries)
                 self._stage("acked", kind)

@@ -95,7 +95,8 @@ def drained_ids(root: Path, kind: str) -> list[str]:
 CHILD = """
 import os, signal, sys, json, redis
 from ltr.online.drain import Drainer
-url, root, streams, stage, after = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+url, root, stage = sys.argv[1], sys.argv[2], sys.argv[4]
+streams, after = json.loads(sys.argv[3]), int(sys.argv[5])
 seen = {"n": 0}
 def hook(s, kind):
     if s == stage:
