@@ -54,8 +54,17 @@ class AppState:
         cache = RankCache(
             client if settings.cache_enabled else None, ttl_seconds=settings.cache_ttl_s
         )
+        events_client = client
+        if settings.events_redis_url and settings.events_redis_url != settings.redis_url:
+            events_client = fail_fast_redis(
+                settings.events_redis_url, timeout_seconds=settings.redis_timeout_ms / 1000.0
+            )
+        prefix = settings.events_stream_prefix
         events = EventLog(
-            client if settings.events_enabled else None, maxlen=settings.stream_maxlen
+            events_client if settings.events_enabled else None,
+            impressions_stream=f"{prefix}:impressions",
+            clicks_stream=f"{prefix}:clicks",
+            maxlen=settings.stream_maxlen,
         )
         readers: dict[str, FeatureReader | None] = {}
         state = cls(settings, telemetry, store, client, cache, events, None, readers)  # type: ignore[arg-type]
@@ -163,3 +172,5 @@ class AppState:
                 await self.reload_task
         if self.redis is not None:
             self.redis.close()
+        if self.events.client is not None and self.events.client is not self.redis:
+            self.events.client.close()

@@ -95,6 +95,11 @@ class EventLog:
         self.dropped: Counter[str] = Counter()
 
     @property
+    def client(self) -> redis.Redis | None:
+        """The Redis client the streams are written to (None: events are dropped)."""
+        return self._client
+
+    @property
     def enabled(self) -> bool:
         """False when built without a client (events are dropped and counted)."""
         return self._client is not None

@@ -32,6 +32,16 @@ class ServingSettings(BaseSettings):
     cache_enabled: bool = True
     cache_ttl_s: int = Field(300, ge=1)
     events_enabled: bool = True
+    events_redis_url: str | None = Field(
+        None,
+        description="Redis for the impression/click streams; default the feature store's "
+        "(LTR_REDIS_URL). Set it to log events when features come from SQLite.",
+    )
+    events_stream_prefix: str = Field(
+        "ltr:events",
+        pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
+        description="streams are <prefix>:impressions and <prefix>:clicks",
+    )
     stream_maxlen: int = Field(100_000, ge=100)
 
     max_candidates: int = Field(1000, ge=1, le=100_000)
