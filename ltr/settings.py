@@ -32,6 +32,28 @@ class Settings(BaseSettings):
         description="Redis online store, e.g. redis://127.0.0.1:6379/0; unset: SQLite under home",
     )
 
+    events_redis_url: str | None = Field(
+        None,
+        description="Redis holding the impression/click streams; default LTR_REDIS_URL",
+    )
+    events_stream_prefix: str = Field(
+        "ltr:events", description="streams <prefix>:impressions and <prefix>:clicks"
+    )
+
+    @property
+    def events_redis(self) -> str | None:
+        """The Redis of the event streams (``events_redis_url``, else ``redis_url``)."""
+        return self.events_redis_url or self.redis_url
+
+    @property
+    def events_dir(self) -> Path:
+        """Drained events, in the offline store: ``<home>/feast/data/events``."""
+        return (self.home / "feast" / "data" / "events").resolve()
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"

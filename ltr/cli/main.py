@@ -44,6 +44,7 @@ _COMMAND_MODULES = (
     "ltr.cli.serve",
     "ltr.cli.pipeline",
     "ltr.cli.promote",
+    "ltr.cli.online",
 )
 
 for _name in _COMMAND_MODULES:
