@@ -71,6 +71,17 @@ class PromotionDefaults(_Frozen):
     service_url: str | None = "http://127.0.0.1:8000"
 
 
+class ReportConfig(_Frozen):
+    """The weekly report DAG: who gets it and where its service figures come from."""
+
+    recipients: tuple[str, ...] = Field((), description="e-mail addresses; empty: .eml only")
+    sender: str = "ltr-platform@localhost"
+    smtp_conn_id: str = "smtp_default"
+    service_url: str | None = Field(None, description="the rank service (latency, errors)")
+    prometheus_url: str | None = Field(None, description="preferred over service_url if set")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the tests")
+
+
 class PipelineConfig(_Frozen):
     raw_dir: Path | None = Field(None, description="landing folder; default <LTR_HOME>/raw")
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
@@ -80,6 +91,7 @@ class PipelineConfig(_Frozen):
     gates: Gates = Field(default_factory=Gates)
     registry_name: str = "ltr-ranker"
     promotion: PromotionDefaults = Field(default_factory=PromotionDefaults)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else REPO_ROOT / path
