@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving bench-features clean
+.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving bench-features bench-online clean
 
 install: $(STAMP)
 
@@ -41,7 +41,7 @@ format: install
 	$(VENV)/bin/ruff format ltr serving tests bench dags feature_repo
 	$(VENV)/bin/ruff check --fix ltr serving tests bench dags feature_repo
 
-bench: bench-export bench-quality bench-serving bench-features
+bench: bench-export bench-quality bench-serving bench-features bench-online
 
 bench-export: install
 	$(PY) -m bench.export_latency
@@ -57,6 +57,13 @@ bench-serving: install
 bench-features: install
 	$(PY) -m bench.materialize
 	$(PY) -m bench.feature_read
+
+# The online loop: event drain throughput (Redis at 127.0.0.1:6379), interleaving power on
+# the click simulator, propensity estimation and debiased click labels (MQ2008)
+bench-online: install
+	$(PY) -m bench.drain
+	$(PY) -m bench.online_power
+	$(PY) -m bench.click_debias
 
 # Airflow standalone for the UI on http://localhost:$(AIRFLOW_PORT) (blocks; Ctrl-C stops it):
 # metadata DB SQLite under $(LTR_HOME)/airflow unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is
