@@ -10,6 +10,7 @@ database under ``<LTR_HOME>/airflow`` (browse it with ``make airflow``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ltr.demo_online import event_redis, online_loop, stream_prefix
 from ltr.pipelines.config import HOME_CONFIG_NAME
 from ltr.settings import Settings
 
@@ -218,6 +220,15 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
     runner = Runner(home, env, say)
     summary: dict[str, Any] = {"days": []}
     proc = None
+    stack = contextlib.ExitStack()
+    events_url = stack.enter_context(event_redis(settings, home))
+    service_env: dict[str, str] = {}
+    if events_url:
+        service_env = {
+            "LTR_EVENTS_REDIS_URL": events_url,
+            "LTR_EVENTS_STREAM_PREFIX": stream_prefix(home),
+        }
+        env.update(service_env)
     try:
         for day_no, day in enumerate((DAY1, DAY2), start=1):
             say(f"\n== day {day_no}: {day:%Y-%m-%d}")
@@ -269,10 +280,17 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
                 settings_for_service = Settings(
                     home=home, redis_url=settings.redis_url, feast_project=settings.feast_project
                 )
-                proc = start_service(settings_for_service, port)
+                proc = start_service(settings_for_service, port, extra_env=service_env)
                 say(f"  rank service up on http://127.0.0.1:{port}")
             if proc is not None:
                 _show_rankings(f"http://127.0.0.1:{port}", raws[day_no - 1], say)
+        if proc is not None and events_url:
+            summary["online"] = online_loop(
+                f"http://127.0.0.1:{port}", raws[1], settings, runner.run, env, say
+            )
+        elif proc is not None:
+            say("\nno Redis for the event log (install redis-server or set LTR_REDIS_URL): ")
+            say("the online loop (simulated users, drain, weekly report) is skipped")
     finally:
         if proc is not None:
             proc.terminate()
@@ -281,6 +299,7 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
             except subprocess.TimeoutExpired:
                 proc.kill()
             say("rank service stopped")
+        stack.close()
     routing = json.loads((home / "models" / "routing.json").read_text())
     summary.update({"routing": routing, "seconds": round(time.perf_counter() - t0, 1)})
     from ltr.compare import fetch_runs, format_table, plot_runs
@@ -296,7 +315,8 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
     say(f"models:          {home / 'models'}  (routing.json, promotions.jsonl)")
     say(f"mlflow:          {settings.tracking_uri}")
     say(f"pipeline config: {pipeline_yaml}  (the DAGs read it from LTR_HOME)")
-    say(f"reports:         {home / 'reports'}")
+    say(f"reports:         {home / 'reports'}  (weekly/<monday>/report.html)")
+    say(f"events:          {settings.events_dir}")
     say(f"airflow runs:    {home / 'airflow'}")
     say(
         f"\nopen these runs in the Airflow UI: make airflow LTR_HOME={home}\n"

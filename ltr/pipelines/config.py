@@ -52,6 +52,11 @@ class TrainingPlan(_Frozen):
     configs: tuple[Path, ...] = (Path("configs/mlp_lambdarank.yaml"), Path("configs/lightgbm.yaml"))
     overrides: dict[str, Any] = Field(default_factory=dict)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    click_labels: bool = Field(
+        False,
+        description="also train each config on the newest position-debiased click labels "
+        "(weekly report) of the train queries; held-out splits keep their judged labels",
+    )
 
 
 class Gates(_Frozen):

@@ -229,6 +229,10 @@ def collect(
             else None
         )
     decision["week"] = monday.isoformat()
+    if interleaving is not None and decision.get("source") in ("interleaving", None):
+        decision["compared"] = {"a": interleaving["a"], "b": interleaving["b"]}
+    elif ab is not None:
+        decision["compared"] = {"a": ab["control"], "b": ab["treatment"]}
 
     trend = _trend(settings, monday, variants)
     offline = [

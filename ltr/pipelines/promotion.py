@@ -99,7 +99,11 @@ def deploy_step(params: Mapping[str, Any]) -> dict[str, Any]:
     """
     plan = plan_from_params(params)
     models, registry_name, v = _models_dir(), _registry_name(), plan.store_version
-    out: dict[str, Any] = {"version": v, "strategy": plan.strategy}
+    out: dict[str, Any] = {
+        "version": v,
+        "strategy": plan.strategy,
+        "online_evidence": online_evidence(v),
+    }
     with promotion_lock(models):
         routing = read_routing(models)
         if routing and routing.get("strategy") == "single" and routing.get("production") == v:
@@ -118,6 +122,41 @@ def deploy_step(params: Mapping[str, Any]) -> dict[str, Any]:
         "champion": rec["champion"],
         "promotion_id": pid,
         "sha256": rec["numbers"]["sha256"],
+    }
+
+
+def online_evidence(version: str) -> dict[str, Any] | None:
+    """What the newest weekly online experiment says about ``version`` (advisory: it is
+    logged and recorded with the promotion; the canary's own observation decides)."""
+    from ltr.pipelines.online import latest_decision
+
+    decision = latest_decision()
+    if not decision:
+        return None
+    compared = decision.get("compared") or {}
+    winner = decision.get("winner_version")
+    involved = version in compared.values()
+    verdict = "not compared"
+    if involved and winner == version:
+        verdict = "won"
+    elif involved and winner:
+        verdict = "lost"
+    elif involved:
+        verdict = "inconclusive"
+    if verdict == "lost":
+        log.warning(
+            "the online experiment of the week of %s preferred %s over %s (%s)",
+            decision.get("week"),
+            winner,
+            version,
+            decision.get("reason"),
+        )
+    return {
+        "week": decision.get("week"),
+        "verdict": verdict,
+        "winner_version": winner,
+        "recommendation": decision.get("recommendation"),
+        "p_value": decision.get("p_value"),
     }
 
 

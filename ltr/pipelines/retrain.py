@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ltr.pipelines.config import Gates, PipelineConfig
 from ltr.pipelines.gates import judge_gates
 from ltr.pipelines.holdout import SPLITS
+from ltr.pipelines.online import latest_decision
 from ltr.pipelines.retrain_data import (
     NoTrainingData,
     _load_split,
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 TAG_RUN_KEY = "ltr.retrain.run_key"
 TAG_DATA = "ltr.retrain.data_fingerprint"  # over the three splits (the run's data)
 TAG_CONFIG = "ltr.retrain.config"
+TAG_LABELS = "ltr.retrain.labels"  # judgments | clicks
 
 
 # --------------------------------------------------------------------------- train
@@ -105,28 +107,62 @@ def train_candidates(
     from ltr.training.runner import Splits, run_experiment
 
     splits = Splits(*(_load_split(data, s) for s in SPLITS))
+    sources: list[tuple[str, Any]] = [("judgments", splits)]
+    if cfg.training.click_labels:
+        clicked = _click_label_splits(splits, settings)
+        if clicked is not None:
+            sources.append(("clicks", clicked))
     out = []
     for path in cfg.training.configs:
         exp = load_config(cfg.resolve(path), dict(cfg.training.overrides) or None)
-        name = _candidate_name(exp, data)
-        summary = _finished_run(settings.runs_dir.resolve() / name, exp, splits.train)
-        reused = summary is not None
-        if summary is None:
-            summary = run_experiment(
-                exp,
-                splits=splits,
-                run_name=name,
-                settings=settings,
-                progress=False,
-                extra_tags={
-                    TAG_RUN_KEY: data["run_key"],
-                    TAG_DATA: data["data_fingerprint"],
-                    TAG_CONFIG: str(path),
-                },
+        for source, source_splits in sources:
+            name = _candidate_name(exp, data)
+            if source != "judgments":
+                tag = source_splits.train.fingerprint()[:6]
+                name = f"{name}-{source}-{tag}"
+            summary = _finished_run(settings.runs_dir.resolve() / name, exp, source_splits.train)
+            reused = summary is not None
+            if summary is None:
+                summary = run_experiment(
+                    exp,
+                    splits=source_splits,
+                    run_name=name,
+                    settings=settings,
+                    progress=False,
+                    extra_tags={
+                        TAG_RUN_KEY: data["run_key"],
+                        TAG_DATA: data["data_fingerprint"],
+                        TAG_CONFIG: str(path),
+                        TAG_LABELS: source,
+                    },
+                )
+            log.info(
+                "candidate %s (%s, %s labels)", name, "reused" if reused else "trained", source
             )
-        log.info("candidate %s (%s)", name, "reused" if reused else "trained")
-        out.append({"config": str(path), "reused": reused, **summary})
+            out.append({"config": str(path), "reused": reused, "labels": source, **summary})
     return out
+
+
+def _click_label_splits(splits: Any, settings: Settings) -> Any:
+    """The run's splits with the train split relabelled by the newest click labels (the
+    weekly report's, position-debiased); None when there are none for the train queries."""
+    import pandas as pd
+
+    from ltr.online.click_labels import labelled_dataset
+    from ltr.training.runner import Splits
+
+    weeks = sorted((settings.home / "feast" / "data" / "click_labels").glob("week=*"))
+    paths = [w / "labels.parquet" for w in weeks if (w / "labels.parquet").is_file()]
+    if not paths:
+        log.info("no click labels yet (the weekly report writes them): judgments only")
+        return None
+    labels = pd.read_parquet(paths[-1])
+    train = labelled_dataset(labels, splits.train)
+    if train.n_queries < 5:
+        log.info("click labels %s cover %d train queries: not enough", paths[-1], train.n_queries)
+        return None
+    log.info("click labels %s: %d train queries", paths[-1], train.n_queries)
+    return Splits(train, splits.valid, splits.test)
 
 
 # ------------------------------------------------------------------------ evaluate
@@ -187,7 +223,12 @@ def evaluate_against_champion(
         "metric": metric,
         "test_queries": test.n_queries,
         "candidates": [
-            {"run_name": c["run_name"], "value": c["value"], "holdout": c["holdout"]}
+            {
+                "run_name": c["run_name"],
+                "value": c["value"],
+                "holdout": c["holdout"],
+                "labels": c.get("labels", "judgments"),
+            }
             for c in scored
         ],
         "best": best,
@@ -302,6 +343,9 @@ def register_and_request(
             "docs": data["docs"],
         },
         "config": best["config"],
+        "labels": best.get("labels", "judgments"),
+        # the newest online experiment's outcome (weekly report), for whoever approves
+        "online_decision": latest_decision(settings),
     }
     path = requests_dir(settings) / f"{export['version']}.json"
     write_json_atomic(path, request)
