@@ -114,47 +114,47 @@ def _service_figures(
 def _ab(
     log_df: Any, routing: Mapping[str, Any] | None, alpha: float
 ) -> tuple[Any, Any, dict[str, Any] | None]:
-    """A/B between the two largest non-interleaved variants (per-user MRR of clicks),
-    with the sample-ratio check when routing splits users by weights."""
+    """A/B between the variants of the routing in force (strategy ``ab`` or ``canary``):
+    per-user MRR of clicks on the impressions each variant served with its configured
+    version, and the sample-ratio check against the configured weights. None when the
+    routing splits no users (traffic from other set-ups, such as an earlier canary, would
+    compare different periods and clients, not variants)."""
     from ltr.online.analysis import ab_test, srm_check
     from ltr.online.metrics import per_user
 
+    if not routing or routing.get("strategy") not in ("ab", "canary"):
+        return None, None, None
+    arms = {v["name"]: v["version"] for v in routing.get("variants", []) if v["weight"] > 0}
+    if len(arms) != 2:
+        return None, None, None
     users = per_user(log_df)
     if users.empty:
         return None, None, None
-    sizes = users.groupby("variant").size().sort_values(ascending=False)
-    if len(sizes) < 2:
-        return None, None, None
-    production = (routing or {}).get("production")
-    arms = list(sizes.index[:2])
-    version_of = users.groupby("variant")["model_version"].first().to_dict()
-    if version_of.get(arms[1]) == production:
-        arms.reverse()
-    control, treatment = arms
-    a = users.loc[users["variant"] == control, "value"].to_numpy()
-    b = users.loc[users["variant"] == treatment, "value"].to_numpy()
+    served = users[
+        [arms.get(v) == m for v, m in zip(users["variant"], users["model_version"], strict=True)]
+    ]
+    names = list(arms)
+    if arms[names[1]] == routing.get("production"):
+        names.reverse()
+    control, treatment = names
+    a = served.loc[served["variant"] == control, "value"].to_numpy()
+    b = served.loc[served["variant"] == treatment, "value"].to_numpy()
     if len(a) < 2 or len(b) < 2:
         return None, None, None
     result = ab_test(
         a, b, alpha=alpha, control=control, treatment=treatment, metric="clicks_mrr_per_user"
     )
-    srm = None
-    weights = {
-        v["name"]: float(v["weight"])
-        for v in (routing or {}).get("variants", [])
-        if v["weight"] > 0
-    }
-    if set(weights) == set(sizes.index) and len(weights) >= 2:
-        total = sum(weights.values())
-        srm = srm_check(
-            {k: int(sizes[k]) for k in weights}, {k: w / total for k, w in weights.items()}
-        )
+    weights = {v["name"]: float(v["weight"]) for v in routing["variants"] if v["name"] in arms}
+    total = sum(weights.values())
+    srm = srm_check(
+        {control: len(a), treatment: len(b)}, {k: w / total for k, w in weights.items()}
+    )
     summary = {
-        "control": version_of.get(control, control),
-        "treatment": version_of.get(treatment, treatment),
-        "variants": {"control": control, "treatment": treatment},
         **result.to_dict(),
-        "srm": srm.to_dict() if srm is not None else None,
+        "control": arms[control],
+        "treatment": arms[treatment],
+        "variants": {"control": control, "treatment": treatment},
+        "srm": srm.to_dict(),
     }
     return result, srm, summary
 

@@ -191,3 +191,70 @@ def test_click_log_handles_no_events():
     )
     log = click_log(empty_imp, pd.DataFrame(columns=["request_id", "doc_ids", "error"]))
     assert log.empty and online_metrics(log) == []
+
+
+def test_an_ab_split_is_analysed_per_user_with_its_sample_ratio_check(
+    store: Store, tmp_path: Path, events_redis, monkeypatch
+):
+    """v1 (better by construction) as production against v2 in a 50/50 A/B: the weekly
+    collection finds v1 better per user; weights that do not match the traffic are an SRM."""
+    from datetime import UTC, datetime
+
+    from ltr.pipelines.online import collect, week_of
+    from ltr.settings import Settings
+
+    client, prefix = events_redis
+    routing = {
+        "strategy": "ab",
+        "production": "v1",
+        "variants": [
+            {"name": "control", "version": "v1", "weight": 50},
+            {"name": "treatment", "version": "v2", "weight": 50},
+        ],
+    }
+    store.route(**routing)
+    settings = make_settings(
+        store,
+        events_enabled=True,
+        events_redis_url=REDIS_URL,
+        events_stream_prefix=prefix,
+        cache_enabled=False,
+    )
+    with LiveServer(settings) as server:
+        report = TrafficSimulator(
+            server.url, graded_by_v1(), seed=4, n_users=150, send_features=True, concurrency=3
+        ).run(600, max_seconds=300)
+    assert report.answered == 600
+    ltr_settings = Settings(_env_file=None, home=tmp_path)  # its models/ is the store
+    assert ltr_settings.models_dir == store.root
+    streams = {"impressions": f"{prefix}:impressions", "clicks": f"{prefix}:clicks"}
+    Drainer(client, ltr_settings.events_dir, streams=streams).drain()
+
+    data = collect(week_of(datetime.now(UTC)), settings=ltr_settings)
+    ab = data["ab"]
+    assert (ab["control"], ab["treatment"]) == ("v1", "v2")
+    assert ab["n_control"] + ab["n_treatment"] == len({u for u in per_user_ids(ltr_settings)})
+    assert ab["mean_control"] > ab["mean_treatment"] and ab["p_value"] < 0.05
+    assert ab["srm"]["mismatch"] is False
+    assert data["decision"]["recommendation"] == "keep_a"
+    assert data["decision"]["winner_version"] == "v1"
+    assert data["interleaving"] is None
+
+    # the same traffic judged against weights it was not split by: sample-ratio mismatch
+    store.route(
+        **{
+            **routing,
+            "variants": [
+                {**routing["variants"][0], "weight": 90},
+                {**routing["variants"][1], "weight": 10},
+            ],
+        }
+    )
+    skewed = collect(week_of(datetime.now(UTC)), settings=ltr_settings)
+    assert skewed["ab"]["srm"]["mismatch"] is True
+    assert skewed["decision"]["recommendation"] == "invalid_srm"
+
+
+def per_user_ids(settings) -> set[str]:
+    imp = read_events(settings.events_dir, "impressions").to_pandas()
+    return set(imp["user_id"])
