@@ -62,6 +62,7 @@ bench-features: install
 # the click simulator, propensity estimation and debiased click labels (MQ2008)
 bench-online: install
 	$(PY) -m bench.drain
+	$(PY) -m bench.online_loop
 	$(PY) -m bench.online_power
 	$(PY) -m bench.click_debias
 

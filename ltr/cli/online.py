@@ -26,6 +26,9 @@ def simulate_traffic(
         bool, typer.Option(help="send the file's feature values (else ids only)")
     ] = False,
     concurrency: Annotated[int, typer.Option(help="parallel simulated clients")] = 4,
+    all_queries: Annotated[
+        bool, typer.Option(help="also queries without a relevant document (pure noise clicks)")
+    ] = False,
     max_seconds: Annotated[float, typer.Option(help="stop after this long")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
@@ -54,6 +57,7 @@ def simulate_traffic(
             top_k=top_k,
             send_features=send_features,
             concurrency=concurrency,
+            all_queries=all_queries,
         )
         report = sim.run(queries, max_seconds=max_seconds)
     except (SimulationError, ValueError) as exc:

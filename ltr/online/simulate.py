@@ -1,7 +1,9 @@
 """Simulated users for a running rank service: real HTTP requests, clicks from a click model.
 
 For each simulated query the simulator picks a held-out LETOR query (uniformly, with
-replacement, among queries with at least two documents), sends ``POST /api/v1/rank`` with
+replacement, among queries with at least two documents and, unless ``all_queries``, at least
+one relevant one: clicks on a list without any relevant document are noise, and the
+calibration of :mod:`ltr.online.power` samples the same queries), sends ``POST /api/v1/rank`` with
 its documents as candidates (by id, or with their feature values when ``send_features``), and
 answers the ranked list with clicks drawn from a :class:`~ltr.online.clickmodel.ClickModel`
 on the graded labels (``POST /api/v1/feedback``, 0-based positions). Users are drawn from a
@@ -103,6 +105,7 @@ class TrafficSimulator:
         send_features: bool = False,
         concurrency: int = 4,
         timeout_s: float = 10.0,
+        all_queries: bool = False,
     ) -> None:
         self.url = require_loopback(url)
         if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -123,6 +126,8 @@ class TrafficSimulator:
             if len(set(doc_ids)) != len(doc_ids):
                 raise SimulationError(f"query {qid} has duplicate document ids")
             labels = dict(zip(doc_ids, data.labels[rows].astype(float).tolist(), strict=True))
+            if not all_queries and max(labels.values()) <= 0:
+                continue
             if send_features:
                 feats = data.features[rows].astype(float)
                 cands = [
@@ -133,7 +138,8 @@ class TrafficSimulator:
                 cands = [{"doc_id": d} for d in doc_ids]
             self.queries.append((str(qid), doc_ids, labels, cands))
         if not self.queries:
-            raise SimulationError("the data has no query with at least two documents")
+            what = "" if all_queries else " and a relevant one (label > 0)"
+            raise SimulationError(f"the data has no query with at least two documents{what}")
 
     def plan(self, i: int) -> tuple[int, str, np.random.Generator]:
         """Query ``i``'s query (index into ``queries``), user, and the generator its clicks
