@@ -29,8 +29,9 @@ _NAN = float("nan")
 def _safe(label: str | None, limit: int = 28) -> str:
     """A label matplotlib draws as written: ``$`` would start mathtext (and can fail to parse)."""
     s = label or "?"
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
+    if len(s) > limit:  # keep both ends: versions often share a prefix and differ at the end
+        head = (limit - 1) // 2
+        s = s[:head] + "…" + s[len(s) - (limit - 1 - head) :]
     return s.replace("\\", "\\\\").replace("$", r"\$")
 
 
@@ -78,7 +79,7 @@ def variants_chart(view: Mapping[str, Any]) -> Figure | None:
     width = 0.8 / len(variants)
     for i, (row, values) in enumerate(zip(variants, table, strict=True)):
         xs = [m + (i - (len(variants) - 1) / 2) * width for m in range(len(metrics))]
-        ax.bar(xs, [_value(v) for v in values], width=width, label=_safe(row["label"]))
+        ax.bar(xs, [_value(v) for v in values], width=width, label=_safe(row["label"], 40))
     ax.set_xticks(range(len(metrics)), metrics, fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
     ax.set_ylim(bottom=0)
@@ -127,7 +128,7 @@ def interleaving_chart(view: Mapping[str, Any]) -> Figure | None:
     fig = _figure()
     left, right = fig.subplots(1, 2, width_ratios=(3, 2))
     if has_counts:
-        labels = [f"wins {_safe(il['a'], 16)}", "ties", f"wins {_safe(il['b'], 16)}"]
+        labels = [f"a {_safe(il['a'], 20)}", "ties", f"b {_safe(il['b'], 20)}"]
         bars = left.barh(labels, [c or 0 for c in counts], color=["#4c72b0", "#bbbbbb", "#dd8452"])
         left.bar_label(bars, fontsize=8, padding=2)
         left.margins(x=0.15)
@@ -145,7 +146,7 @@ def interleaving_chart(view: Mapping[str, Any]) -> Figure | None:
         spread = max([abs(pref), *(abs(x) for x in il["ci"] or ())]) or 0.05
         right.set_xlim(-1.3 * spread, 1.3 * spread)
     right.set_yticks([])
-    right.set_title(f"preference for {_safe(il['b'], 16)} (95% CI)", fontsize=10)
+    right.set_title("preference for b (95% CI)", fontsize=10)
     right.tick_params(labelsize=8)
     return fig
 
