@@ -14,6 +14,7 @@ from serving.cache import RankCache
 from serving.events import EventLog
 from serving.model_store import LoadedModel, ModelStore
 from serving.redis_guard import RedisGuard, fail_fast_redis
+from serving.request_ids import RateLimiter, RequestIdSigner
 from serving.service import FeatureReader, RankService
 from serving.settings import ServingSettings
 from serving.telemetry import Telemetry, create_telemetry
@@ -45,30 +46,54 @@ class AppState:
     service: RankService
     readers: dict[str, FeatureReader | None] = field(default_factory=dict)
     reload_task: asyncio.Task[None] | None = None
+    request_ids: RequestIdSigner = field(default_factory=RequestIdSigner)
+    feedback_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(20.0, 40))
+    #: Clients of the cache's / events' own Redis (closed with the app).
+    own_clients: list[Any] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: ServingSettings) -> AppState:
         telemetry = create_telemetry()
         store = ModelStore(settings.model_store_path, threads=settings.onnx_threads)
         client = redis_client(settings)
+        timeout = settings.redis_timeout_ms / 1000.0
+        own: dict[str, redis.Redis] = {}
+
+        def client_of(url: str | None) -> redis.Redis | None:
+            """The feature store's client for its own URL, else one client per URL."""
+            if not url or url == settings.redis_url:
+                return client
+            if url not in own:
+                own[url] = fail_fast_redis(url, timeout_seconds=timeout)
+            return own[url]
+
+        events_url = settings.events_redis_url or settings.redis_url
+        cache_client = client_of(settings.cache_redis_url or events_url)
         cache = RankCache(
-            client if settings.cache_enabled else None, ttl_seconds=settings.cache_ttl_s
+            cache_client if settings.cache_enabled else None,
+            ttl_seconds=settings.cache_ttl_s,
+            max_docs=settings.cache_max_docs,
         )
-        events_client = client
-        if settings.events_redis_url and settings.events_redis_url != settings.redis_url:
-            events_client = fail_fast_redis(
-                settings.events_redis_url, timeout_seconds=settings.redis_timeout_ms / 1000.0
-            )
         prefix = settings.events_stream_prefix
         events = EventLog(
-            events_client if settings.events_enabled else None,
+            client_of(events_url) if settings.events_enabled else None,
             impressions_stream=f"{prefix}:impressions",
             clicks_stream=f"{prefix}:clicks",
             maxlen=settings.stream_maxlen,
+            max_docs=settings.events_max_docs,
         )
         readers: dict[str, FeatureReader | None] = {}
         state = cls(settings, telemetry, store, client, cache, events, None, readers)  # type: ignore[arg-type]
         state.service = RankService(settings, store, cache, events, telemetry, state.reader_for)
+        secret = settings.request_id_secret
+        state.request_ids = RequestIdSigner(
+            secret.get_secret_value().encode() if secret is not None else None,
+            max_age_s=settings.feedback_max_age_s,
+        )
+        state.feedback_limiter = RateLimiter(
+            settings.feedback_rate_per_s, float(settings.feedback_burst)
+        )
+        state.own_clients = list(own.values())
         return state
 
     # ----------------------------------------------------------- features
@@ -172,5 +197,5 @@ class AppState:
                 await self.reload_task
         if self.redis is not None:
             self.redis.close()
-        if self.events.client is not None and self.events.client is not self.redis:
-            self.events.client.close()
+        for extra in self.own_clients:
+            extra.close()

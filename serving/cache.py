@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,9 +54,18 @@ class RankCache:
         ttl_seconds: int,
         prefix: str = "ltr:cache:",
         guard: RedisGuard | None = None,
+        max_docs: int = 200,
     ) -> None:
         if ttl_seconds < 1:
             raise ValueError(f"ttl_seconds must be >= 1, got {ttl_seconds}")
+        if max_docs < 1:
+            raise ValueError(f"max_docs must be >= 1, got {max_docs}")
+        #: Rankings of more documents are not cached: an entry's size stays bounded.
+        self.max_docs = max_docs
+        #: ``set`` calls skipped because the ranking was longer than ``max_docs``.
+        self.too_large = 0
+        #: Cached rankings that did not hold exactly the request's candidates (refused).
+        self.mismatches = 0
         self._client = client
         self.ttl_seconds = ttl_seconds
         self.prefix = prefix
@@ -100,11 +110,18 @@ class RankCache:
             ensure_ascii=False,
             separators=(",", ":"),
         )
-        digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        # surrogatepass: a lone surrogate in an id or feature name still hashes (the request
+        # is refused by validation anyway; the cache must never be the one to fail)
+        digest = hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{self.prefix}{model_version}:{digest}"
 
-    def get(self, key: str) -> list[dict[str, Any]] | None:
-        """The cached ranked list, or None on a miss (including any Redis error)."""
+    def get(self, key: str, doc_ids: Sequence[str] | None = None) -> list[dict[str, Any]] | None:
+        """The cached ranked list, or None on a miss (including any Redis error).
+
+        With ``doc_ids`` (the request's candidates) a cached list is used only if it ranks
+        exactly those documents, each once, with a finite score and ranks 1..n; anything
+        else (a foreign write, a collision, a corrupt entry) is counted and is a miss.
+        """
         client = self._client
         if client is None:
             self.misses += 1
@@ -114,6 +131,10 @@ class RankCache:
             self.misses += 1
             return None
         value = self._decode(raw)
+        if value is not None and doc_ids is not None and not _ranks_exactly(value, doc_ids):
+            self.mismatches += 1
+            self.guard.record_error("Mismatch")
+            value = None
         if value is None:
             self.misses += 1
             return None
@@ -124,6 +145,9 @@ class RankCache:
         """Store ``ranked`` under ``key`` with the TTL; a Redis error is counted, not raised."""
         client = self._client
         if client is None:
+            return
+        if len(ranked) > self.max_docs:
+            self.too_large += 1
             return
         try:
             payload = json.dumps(ranked, separators=(",", ":"), allow_nan=False)
@@ -153,10 +177,30 @@ class RankCache:
             "hits": self.hits,
             "misses": self.misses,
             "sets": self.sets,
+            "too_large": self.too_large,
+            "mismatches": self.mismatches,
             "errors": dict(self.errors),
             "skipped": self.guard.skipped,
             "circuit_open": self.guard.is_open,
         }
+
+
+def _ranks_exactly(ranked: list[dict[str, Any]], doc_ids: Sequence[str]) -> bool:
+    if len(ranked) != len(doc_ids):
+        return False
+    seen = set()
+    for i, item in enumerate(ranked, start=1):
+        doc, score = item.get("doc_id"), item.get("score")
+        if not isinstance(doc, str) or doc in seen or item.get("rank") != i:
+            return False
+        if (
+            not isinstance(score, int | float)
+            or isinstance(score, bool)
+            or not math.isfinite(score)
+        ):
+            return False
+        seen.add(doc)
+    return seen == set(doc_ids)
 
 
 __all__ = ["Candidate", "RankCache"]

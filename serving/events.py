@@ -41,6 +41,15 @@ SCHEMA_VERSION = "1"
 JSON_FIELDS = frozenset({"doc_ids", "shadow", "interleave", "clicks"})
 
 
+#: KEYS: marker, stream; ARGV: ttl, trim mode (~ or =), maxlen, field, value, ...
+_ONCE_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return nil end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], ARGV[3], '*', unpack(fields))
+"""
+
+
 class StreamEntry(NamedTuple):
     """One stream entry: its id (``<ms>-<seq>``) and its fields decoded to ``str``."""
 
@@ -78,9 +87,15 @@ class EventLog:
         maxlen: int = 100_000,
         approximate_trim: bool = True,
         guard: RedisGuard | None = None,
+        max_docs: int = 100,
     ) -> None:
         if maxlen < 1:
             raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        if max_docs < 1:
+            raise ValueError(f"max_docs must be >= 1, got {max_docs}")
+        #: An impression keeps the first ``max_docs`` shown documents (and says how many
+        #: were shown in ``n_shown``): an entry's size is bounded whatever the request.
+        self.max_docs = max_docs
         self._client = client
         self.impressions_stream = impressions_stream
         self.clicks_stream = clicks_stream
@@ -132,11 +147,20 @@ class EventLog:
             "variant": variant,
             "model_version": model_version,
             "query_id": query_id,
-            "doc_ids": _json(doc_ids),
+            "doc_ids": _json(doc_ids[: self.max_docs]),
         }
+        if len(doc_ids) > self.max_docs:
+            fields["n_shown"] = str(len(doc_ids))
         if shadow is not None:
+            if isinstance(shadow.get("doc_ids"), list):
+                shadow = {**shadow, "doc_ids": shadow["doc_ids"][: self.max_docs]}
             fields["shadow"] = _json(shadow)
         if interleave is not None:
+            teams = interleave.get("teams")
+            if isinstance(teams, dict):
+                kept = set(doc_ids[: self.max_docs])
+                teams = {d: t for d, t in teams.items() if d in kept}
+                interleave = {**interleave, "teams": teams}
             fields["interleave"] = _json(interleave)
         return self._add(self.impressions_stream, fields)
 
@@ -152,6 +176,47 @@ class EventLog:
             "clicks": _json([[doc_id, int(position)] for doc_id, position in clicks]),
         }
         return self._add(self.clicks_stream, fields)
+
+    def log_feedback_once(
+        self,
+        request_id: str,
+        user_id: str | None,
+        clicks: Sequence[tuple[str, int]],
+        *,
+        ttl_seconds: int,
+    ) -> bool | None:
+        """Append the clicks of the first feedback call for ``request_id``; a later call for
+        the same id appends nothing. True: written; None: an earlier call was; False: not
+        written (Redis error, circuit open or no client). One atomic Lua call: the marker
+        ``<clicks stream>:seen:<request_id>`` (expiring after ``ttl_seconds``) and the entry."""
+        client = self._client
+        stream = self.clicks_stream
+        if client is None:
+            self.dropped[stream] += 1
+            return False
+        fields = {
+            "v": SCHEMA_VERSION,
+            "ts_ms": str(time.time_ns() // 1_000_000),
+            "request_id": request_id,
+            "user_id": user_id or "",
+            "clicks": _json([[doc_id, int(position)] for doc_id, position in clicks]),
+        }
+        flat = [x for kv in fields.items() for x in kv]
+        marker = f"{stream}:seen:{request_id}"
+        trim = "~" if self.approximate_trim else "="
+        ok, result = self.guard.call(
+            lambda: client.eval(
+                _ONCE_LUA, 2, marker, stream, str(ttl_seconds), trim, str(self.maxlen), *flat
+            ),
+            None,
+        )
+        if not ok:
+            self.dropped[stream] += 1
+            return False
+        if result is None:
+            return None
+        self.written[stream] += 1
+        return True
 
     def _add(self, stream: str, fields: Mapping[str, str]) -> bool:
         client = self._client

@@ -209,7 +209,7 @@ class RankService:
             key = self.cache.key(
                 model.version, req.query_id, [(c.doc_id, c.features) for c in req.candidates]
             )
-            ranked = self.cache.get(key)
+            ranked = self.cache.get(key, [c.doc_id for c in req.candidates])
             self._stage.labels(stage="cache").observe(time.perf_counter() - t)
             self.telemetry.cache.labels(result="hit" if ranked is not None else "miss").inc()
         if ranked is None:

@@ -37,6 +37,27 @@ class ServingSettings(BaseSettings):
         description="Redis for the impression/click streams; default the feature store's "
         "(LTR_REDIS_URL). Set it to log events when features come from SQLite.",
     )
+    cache_redis_url: str | None = Field(
+        None,
+        description="Redis for the result cache; default LTR_EVENTS_REDIS_URL, else "
+        "LTR_REDIS_URL. Give cache and events a Redis (or logical database) of their own with "
+        "maxmemory and maxmemory-policy volatile-lru: cache entries (with a TTL) are evicted, "
+        "streams never are",
+    )
+    cache_max_docs: int = Field(
+        200, ge=1, description="rankings of more candidates are not cached (bounds entry size)"
+    )
+    events_max_docs: int = Field(
+        100, ge=1, description="an impression logs at most this many shown documents"
+    )
+    request_id_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key of request ids (feedback is accepted only for ids the service "
+        "issued); the same on every replica; required outside development",
+    )
+    feedback_max_age_s: float = Field(86_400.0, gt=0, description="feedback window per answer")
+    feedback_rate_per_s: float = Field(20.0, gt=0, description="feedback calls per client")
+    feedback_burst: int = Field(40, ge=1, description="feedback calls a client may burst")
     events_stream_prefix: str = Field(
         "ltr:events",
         pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
@@ -48,7 +69,7 @@ class ServingSettings(BaseSettings):
     max_batch: int = Field(32, ge=1, le=1000)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_features_per_candidate: int = Field(1024, ge=1)
-    max_clicks: int = Field(1000, ge=1)
+    max_clicks: int = Field(100, ge=1, le=10_000)
 
     reload_interval_s: float = Field(2.0, gt=0)
     onnx_threads: int = Field(1, ge=1)
@@ -67,6 +88,12 @@ class ServingSettings(BaseSettings):
             )
         if self.redis_url is None:
             raise ValueError(f"LTR_REDIS_URL must be set when LTR_ENVIRONMENT={self.environment}")
+        secret = self.request_id_secret.get_secret_value() if self.request_id_secret else ""
+        if len(secret) < 32:
+            raise ValueError(
+                "LTR_REQUEST_ID_SECRET must be set to a secret of at least 32 characters (the "
+                f"same on every replica) when LTR_ENVIRONMENT={self.environment}"
+            )
         return self
 
     @property

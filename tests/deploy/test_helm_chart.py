@@ -428,7 +428,11 @@ def test_deployment_probes_ports_resources_and_secret_refs() -> None:
         for e in container["env"]
         if "valueFrom" in e
     }
-    assert refs == {"LTR_API_KEY": "ltr-serving", "LTR_REDIS_URL": "ltr-serving"}
+    assert refs == {
+        "LTR_API_KEY": "ltr-serving",
+        "LTR_REDIS_URL": "ltr-serving",
+        "LTR_REQUEST_ID_SECRET": "ltr-serving",
+    }
     assert container["image"] == "ghcr.io/example/ltr-serving:0.1.0"
     claim = docs["Deployment"]["spec"]["template"]["spec"]["volumes"][0]
     assert claim["persistentVolumeClaim"] == {"claimName": "ltr-model-store", "readOnly": True}

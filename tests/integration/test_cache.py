@@ -7,6 +7,7 @@ and skip when Redis does not answer. The recovery test starts its own ``redis-se
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -193,3 +194,37 @@ def test_the_cache_recovers_by_itself_when_redis_comes_back(own_redis):
     assert not cache.guard.is_open
     assert cache.get("k") == RANKED
     assert sum(cache.errors.values()) == 2
+
+
+@pytest.mark.integration
+def test_a_cached_ranking_is_used_only_for_exactly_the_requests_candidates(live, prefix):
+    cache = RankCache(live, ttl_seconds=60, prefix=prefix)
+    key = cache.key("v1", "q", CANDIDATES)
+    cache.set(key, RANKED)
+    assert cache.get(key, ["d1", "d2"]) == RANKED
+    # a foreign or colliding entry under the key: other documents, a missing one, a dup
+    for bad in (
+        [{"doc_id": "d9", "score": 1.0, "rank": 1}, {"doc_id": "d1", "score": 0.0, "rank": 2}],
+        RANKED[:1],
+        [RANKED[0], {**RANKED[0], "rank": 2}],
+        [{**RANKED[0], "rank": 2}, {**RANKED[1], "rank": 1}],
+        [{**RANKED[0], "score": "1.0"}, RANKED[1]],
+    ):
+        live.set(key, json.dumps(bad))
+        assert cache.get(key, ["d1", "d2"]) is None, bad
+    assert cache.mismatches == 5
+    assert not cache.guard.is_open
+
+
+@pytest.mark.integration
+def test_rankings_longer_than_max_docs_are_not_cached(live, prefix):
+    cache = RankCache(live, ttl_seconds=60, prefix=prefix, max_docs=1)
+    key = cache.key("v1", "q", CANDIDATES)
+    cache.set(key, RANKED)
+    assert live.get(key) is None
+    assert cache.too_large == 1 and cache.sets == 0
+
+
+def test_a_lone_surrogate_in_a_feature_name_still_gives_a_key():
+    key = RankCache(None, ttl_seconds=60).key("v1", "q", [("d1", {"f\ud800": 1.0})])
+    assert key.startswith("ltr:cache:v1:")

@@ -193,3 +193,37 @@ def test_reading_from_a_dead_redis_raises_a_named_error_for_the_drain_job():
     ):
         with pytest.raises(EventLogUnavailable, match="failed"):
             read()
+
+
+@pytest.mark.integration
+def test_feedback_once_writes_the_first_call_only_and_the_marker_expires(live, streams):
+    log = EventLog(live, **streams)
+    assert log.log_feedback_once("r1", "u", [("d1", 0)], ttl_seconds=60) is True
+    assert log.log_feedback_once("r1", "u", [("d2", 1)], ttl_seconds=60) is None
+    assert log.log_feedback_once("r2", None, [("d2", 1)], ttl_seconds=60) is True
+    entries = log.read_clicks()
+    assert [e.fields["request_id"] for e in entries] == ["r1", "r2"]
+    assert json.loads(entries[0].fields["clicks"]) == [["d1", 0]]
+    marker = f"{streams['clicks_stream']}:seen:r1"
+    assert 0 < live.ttl(marker) <= 60
+    live.delete(marker, f"{streams['clicks_stream']}:seen:r2")
+
+
+@pytest.mark.integration
+def test_an_impression_keeps_at_most_max_docs_documents(live, streams):
+    log = EventLog(live, **streams, max_docs=3)
+    docs = [f"d{i}" for i in range(10)]
+    teams = {d: "a" if i % 2 else "b" for i, d in enumerate(docs)}
+    log.log_impression(
+        "r", "u", "interleave", "a|b", "q", docs, interleave={"a": "a", "b": "b", "teams": teams}
+    )
+    fields = log.read_impressions()[0].fields
+    assert json.loads(fields["doc_ids"]) == docs[:3]
+    assert fields["n_shown"] == "10"
+    assert set(json.loads(fields["interleave"])["teams"]) == set(docs[:3])
+
+
+def test_feedback_once_without_a_client_is_dropped_and_counted():
+    log = EventLog(None)
+    assert log.log_feedback_once("r", None, [("d", 0)], ttl_seconds=5) is False
+    assert log.dropped[log.clicks_stream] == 1

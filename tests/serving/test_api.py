@@ -239,27 +239,84 @@ def redis_client(store, redis_db):
 
 @pytest.mark.integration
 def test_feedback_appends_the_clicks_to_the_clicks_stream(redis_client, redis_db):
+    rid = redis_client.post("/api/v1/rank", json=rank_body(5)).json()["request_id"]
     body = {
-        "request_id": "req-1",
+        "request_id": rid,
         "user_id": "u-7",
         "clicks": [{"doc_id": "d3", "position": 0}, {"doc_id": "d1", "position": 4}],
     }
     r = redis_client.post("/api/v1/feedback", json=body)
     assert r.status_code == 200
-    assert r.json() == {"request_id": "req-1", "accepted": 2, "logged": True}
+    assert r.json() == {"request_id": rid, "accepted": 2, "logged": True}
     entries = redis_db.xrange("ltr:events:clicks")
     assert len(entries) == 1
     fields = {k.decode(): v.decode() for k, v in entries[0][1].items()}
-    assert fields["request_id"] == "req-1"
+    assert fields["request_id"] == rid
     assert fields["user_id"] == "u-7"
     assert json.loads(fields["clicks"]) == [["d3", 0], ["d1", 4]]
+    # the same answer's feedback again: refused, nothing more written
+    again = redis_client.post("/api/v1/feedback", json=body)
+    assert again.status_code == 409
+    assert len(redis_db.xrange("ltr:events:clicks")) == 1
+
+
+@pytest.mark.integration
+def test_feedback_for_a_request_id_the_service_did_not_issue_is_refused(redis_client, redis_db):
+    rid = redis_client.post("/api/v1/rank", json=rank_body(3)).json()["request_id"]
+    forged = [
+        "req-1",
+        rid[:-1] + ("0" if rid[-1] != "0" else "1"),  # one signature digit changed
+        "0-" + rid.split("-", 1)[1],  # another issue time under the same signature
+        "x" * 200,
+    ]
+    for request_id in forged:
+        r = redis_client.post(
+            "/api/v1/feedback",
+            json={"request_id": request_id, "clicks": [{"doc_id": "d0", "position": 0}]},
+        )
+        assert r.status_code == 403, request_id
+        assert r.json()["detail"] == "request_id was not issued by this service"
+    assert redis_db.xlen("ltr:events:clicks") == 0
+
+
+def test_an_expired_request_id_is_refused_and_a_fresh_one_accepted() -> None:
+    from serving.request_ids import RequestIdSigner
+
+    signer = RequestIdSigner(b"k" * 32, max_age_s=60)
+    rid = signer.issue(now=1_000_000.0)
+    assert signer.check(rid, now=1_000_030.0) is None
+    assert "older than 60 s" in (signer.check(rid, now=1_000_061.0) or "")
+    # another secret (another fleet) does not accept it
+    assert RequestIdSigner(b"j" * 32).check(rid, now=1_000_030.0) is not None
+
+
+def test_feedback_is_rate_limited_per_client_with_retry_after(store):
+    with serve(make_settings(store, feedback_rate_per_s=0.5, feedback_burst=3)) as client:
+        rid = client.post("/api/v1/rank", json=rank_body(3)).json()["request_id"]
+        body = {"request_id": rid, "clicks": [{"doc_id": "d0", "position": 0}]}
+        codes = [client.post("/api/v1/feedback", json=body).status_code for _ in range(4)]
+        assert codes[:3] == [200, 200, 200]  # no Redis: accepted, not logged, not deduplicated
+        r = client.post("/api/v1/feedback", json=body)
+        assert r.status_code == 429
+        assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_the_rate_limiter_refills_at_its_rate() -> None:
+    from serving.request_ids import RateLimiter
+
+    rl = RateLimiter(rate=2.0, burst=2)
+    assert rl.allow("a", now=0.0) == 0.0 and rl.allow("a", now=0.0) == 0.0
+    assert rl.allow("a", now=0.0) == pytest.approx(0.5)  # one token needs 0.5 s at 2/s
+    assert rl.allow("b", now=0.0) == 0.0  # another client has its own bucket
+    assert rl.allow("a", now=0.6) == 0.0
 
 
 def test_feedback_without_redis_is_accepted_but_not_logged(client):
-    body = {"request_id": "r", "clicks": [{"doc_id": "a", "position": 1}]}
+    rid = client.post("/api/v1/rank", json=rank_body(3)).json()["request_id"]
+    body = {"request_id": rid, "clicks": [{"doc_id": "a", "position": 1}]}
     r = client.post("/api/v1/feedback", json=body)
     assert r.status_code == 200
-    assert r.json() == {"request_id": "r", "accepted": 1, "logged": False}
+    assert r.json() == {"request_id": rid, "accepted": 1, "logged": False}
 
 
 def test_feedback_with_too_many_clicks_is_refused_with_413(store):
@@ -268,6 +325,13 @@ def test_feedback_with_too_many_clicks_is_refused_with_413(store):
         r = client.post("/api/v1/feedback", json={"request_id": "r", "clicks": clicks})
         assert r.status_code == 413
         assert r.json()["detail"] == "too many clicks: 3 > 2 (LTR_MAX_CLICKS)"
+
+
+def test_feedback_with_a_repeated_document_is_refused_with_422(client):
+    clicks = [{"doc_id": "d1", "position": 0}, {"doc_id": "d1", "position": 3}]
+    r = client.post("/api/v1/feedback", json={"request_id": "r", "clicks": clicks})
+    assert r.status_code == 422
+    assert "repeated" in r.json()["detail"]
 
 
 @pytest.mark.integration

@@ -74,12 +74,29 @@ def test_outside_development_a_missing_redis_url_refuses_to_start_naming_ltr_red
     assert STRONG_KEY[-10:] not in str(err.value)
 
 
-def test_production_with_a_strong_key_and_redis_starts(monkeypatch):
+SECRET = "s3cr3t-request-id-hmac-key-of-40-chars!!"
+
+
+def test_production_with_a_strong_key_redis_and_a_request_id_secret_starts(monkeypatch):
     s = settings_from_env(
-        monkeypatch, environment="production", api_key=STRONG_KEY, redis_url="redis://r:6379/0"
+        monkeypatch,
+        environment="production",
+        api_key=STRONG_KEY,
+        redis_url="redis://r:6379/0",
+        request_id_secret=SECRET,
     )
     assert s.api_key is not None and s.api_key.get_secret_value() == STRONG_KEY
-    assert STRONG_KEY not in repr(s)
+    assert STRONG_KEY not in repr(s) and SECRET not in repr(s)
+
+
+@pytest.mark.parametrize("secret", [None, "short"])
+def test_production_refuses_a_missing_or_short_request_id_secret(monkeypatch, secret):
+    values = {"environment": "production", "api_key": STRONG_KEY, "redis_url": "redis://r/0"}
+    if secret is not None:
+        values["request_id_secret"] = secret
+    with pytest.raises(ValidationError, match="LTR_REQUEST_ID_SECRET") as err:
+        settings_from_env(monkeypatch, **values)
+    assert "short" not in str(err.value).replace("LTR_REQUEST_ID_SECRET", "")
 
 
 def test_the_app_refuses_to_build_in_production_with_unsafe_defaults(monkeypatch):

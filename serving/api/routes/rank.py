@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import orjson
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Response
@@ -54,7 +53,7 @@ _DOMAIN_ERRORS = (
 
 
 def _rank_one(state: State, req: RankRequest) -> RankOutcome:
-    return state.service.rank(req, uuid.uuid4().hex)
+    return state.service.rank(req, state.request_ids.issue())
 
 
 def _count_success(state: State, outcome: RankOutcome, seconds: float) -> None:
