@@ -48,13 +48,19 @@ class AppState:
     reload_task: asyncio.Task[None] | None = None
     request_ids: RequestIdSigner = field(default_factory=RequestIdSigner)
     feedback_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(20.0, 40))
+    #: Failed readiness pings of the feature store's Redis in a row.
+    redis_ping_failures: int = 0
     #: Clients of the cache's / events' own Redis (closed with the app).
     own_clients: list[Any] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: ServingSettings) -> AppState:
         telemetry = create_telemetry()
-        store = ModelStore(settings.model_store_path, threads=settings.onnx_threads)
+        store = ModelStore(
+            settings.model_store_path,
+            threads=settings.onnx_threads,
+            on_refused=lambda version, _why: telemetry.refused_versions.labels(version).inc(),
+        )
         client = redis_client(settings)
         timeout = settings.redis_timeout_ms / 1000.0
         own: dict[str, redis.Redis] = {}
@@ -145,6 +151,15 @@ class AppState:
         if self.redis is None:
             return []
         return [self.cache.guard, self.events.guard, self.service.feature_guard]
+
+    def answers_without_redis(self) -> bool:
+        """True when the production version can score without the feature store's Redis
+        (its features come with the request, or from a store that is not that Redis)."""
+        if self.redis is None or not self.store.loaded:
+            return True
+        snap = self.store.snapshot
+        model = snap.models.get(snap.config.production)
+        return model is not None and not model.schema.views
 
     def redis_answered(self) -> None:
         """A health probe reached Redis: close every breaker on it, so the next request of

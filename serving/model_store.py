@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from serving.errors import RoutingConfigError
 from serving.features.schema import CompiledSchema, compile_schema
 from serving.routing import Router, RoutingConfig, RoutingWatcher
 
@@ -28,6 +31,15 @@ log = logging.getLogger(__name__)
 
 class ArtifactError(RuntimeError):
     """A model version on disk is missing, corrupt or inconsistent."""
+
+    def __init__(self, message: str, version: str | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+#: The last routing the service served completely, next to routing.json: new processes
+#: start from it when routing.json names a version that cannot be loaded.
+LAST_GOOD_FILE = "routing.last_good.json"
 
 
 class ModelNotAvailable(LookupError):
@@ -84,6 +96,14 @@ class LoadedModel:
 
 def load_version(root: Path, version: str, threads: int = 1) -> LoadedModel:
     """Load and verify one version folder; raises ArtifactError with the reason."""
+    try:
+        return _load_version(root, version, threads)
+    except ArtifactError as exc:
+        exc.version = version
+        raise
+
+
+def _load_version(root: Path, version: str, threads: int) -> LoadedModel:
     folder = root / "versions" / version
     model_path, meta_path = folder / "model.onnx", folder / "metadata.json"
     if not model_path.is_file() or not meta_path.is_file():
@@ -164,9 +184,19 @@ class Snapshot:
 class ModelStore:
     """Served versions plus the routing they follow; swap-on-ready reloads."""
 
-    def __init__(self, root: Path, *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        threads: int = 1,
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.threads = threads
+        #: Called with (version, reason) each time a version is refused.
+        self.on_refused = on_refused
+        #: Why the service serves less than routing.json asks for (None: all of it).
+        self.degraded: str | None = None
         self._watcher = RoutingWatcher(self.root / "routing.json")
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
@@ -204,11 +234,78 @@ class ModelStore:
         return self._watcher.rejected
 
     def load(self) -> None:
-        """Initial load; raises when routing.json or a referenced version is unusable."""
+        """Initial load. When a version routing.json names cannot be loaded, a new process
+        does not crash-loop: it serves the production version alone if that one loads, else
+        the last routing served completely (:data:`LAST_GOOD_FILE`); each refused version
+        is reported (``on_refused``) and :attr:`degraded` says why. Raises only when neither
+        gives a servable model (or routing.json itself is invalid)."""
         with self._lock:
             self._watcher.poll()
             config, router = self._watcher.current()
-            self._snapshot = Snapshot(config, router, self._build(config, {}))
+            try:
+                models = self._build(config, {})
+            except ArtifactError as exc:
+                self._report(exc)
+                config, router, models = self._fallback(config, exc)
+            else:
+                self.degraded = None
+                self._remember(config)
+            self._snapshot = Snapshot(config, router, models)
+
+    def _report(self, exc: ArtifactError) -> None:
+        self.failures += 1
+        self.last_error = str(exc)
+        log.error("refused model version %s: %s", exc.version, exc)
+        if self.on_refused is not None and exc.version is not None:
+            self.on_refused(exc.version, str(exc))
+
+    def _fallback(
+        self, config: RoutingConfig, first: ArtifactError
+    ) -> tuple[RoutingConfig, Router, dict[str, LoadedModel]]:
+        single = RoutingConfig(
+            version=config.version, strategy="single", production=config.production
+        )
+        if first.version != config.production:
+            try:
+                models = self._build(single, {})
+            except ArtifactError as exc:
+                self._report(exc)
+            else:
+                self.degraded = (
+                    f"routing.json v{config.version} names {first.version}, which cannot be "
+                    f"loaded: serving {config.production} alone"
+                )
+                log.error("%s", self.degraded)
+                return single, Router(single), models
+        path = self.root / LAST_GOOD_FILE
+        try:
+            last = RoutingConfig.load(path)
+            models = self._build(last, {})
+        except (RoutingConfigError, ArtifactError) as exc:
+            if isinstance(exc, ArtifactError):
+                self._report(exc)
+            raise ArtifactError(
+                f"{first} (and no usable last good routing in {path}: {exc})", first.version
+            ) from None
+        self.degraded = (
+            f"routing.json v{config.version} cannot be served ({first.version} is broken): "
+            f"serving the last good routing v{last.version} ({last.production})"
+        )
+        log.error("%s", self.degraded)
+        return last, Router(last), models
+
+    def _remember(self, config: RoutingConfig) -> None:
+        """Keep the routing just served completely (best effort: the store may be read-only)."""
+        path = self.root / LAST_GOOD_FILE
+        body = config.model_dump_json(exclude_none=True)
+        try:
+            if path.is_file() and path.read_text() == body:
+                return
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(body)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.debug("cannot keep the last good routing in %s: %s", path, exc)
 
     def poll(self) -> bool:
         """Reload when routing.json or a served artifact changed. Returns True on a swap.
@@ -231,6 +328,8 @@ class ModelStore:
             except ArtifactError as exc:
                 if old is None or config is not old.config or self.last_error != str(exc):
                     self._refuse(str(exc))
+                    if self.on_refused is not None and exc.version is not None:
+                        self.on_refused(exc.version, str(exc))
                 return False
             if (
                 old is not None
@@ -241,6 +340,8 @@ class ModelStore:
                 return False
             self._snapshot = Snapshot(config, router, models)
             self.last_error = None
+            self.degraded = None
+            self._remember(config)
             self.reloads += 1
             log.info("model store now serves %s", ", ".join(sorted(models)))
             return True

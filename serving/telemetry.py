@@ -37,6 +37,7 @@ class Telemetry:
     errors: Counter
     unknown_features: Counter
     reloads: Counter
+    refused_versions: Counter
     shadow: Counter
     models_loaded: Gauge
     candidates: Histogram
@@ -81,6 +82,12 @@ def create_telemetry() -> Telemetry:
             registry=reg,
         ),
         reloads=Counter("ltr_model_reloads", "Model store reloads", ["result"], registry=reg),
+        refused_versions=Counter(
+            "ltr_model_versions_refused",
+            "Model versions refused (missing, corrupt or unloadable artifact), by version",
+            ["version"],
+            registry=reg,
+        ),
         shadow=Counter("ltr_shadow_scores", "Shadow scorings", ["version", "result"], registry=reg),
         models_loaded=Gauge("ltr_models_loaded", "Model versions loaded", registry=reg),
         candidates=Histogram(

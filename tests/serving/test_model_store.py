@@ -27,7 +27,7 @@ from support.serving import (
 )
 
 from ltr.utils.io import sha256_file, write_json_atomic
-from serving.model_store import ArtifactError, ModelStore, load_version
+from serving.model_store import LAST_GOOD_FILE, ArtifactError, ModelStore, load_version
 
 
 def _edit_metadata(store: Store, folder: str, /, **changes: object) -> None:
@@ -118,6 +118,60 @@ def test_the_initial_load_fails_when_routing_names_a_broken_version(store):
     store.serve("v9")
     with pytest.raises(ArtifactError, match="sha256"):
         ModelStore(store.root).load()
+
+
+def test_a_new_process_serves_production_alone_when_a_canary_version_is_broken(store):
+    store.clone("v1", "v9", sha256="0" * 64)
+    store.route(
+        strategy="canary",
+        production="v1",
+        variants=[
+            {"name": "champion", "version": "v1", "weight": 90},
+            {"name": "canary", "version": "v9", "weight": 10},
+        ],
+    )
+    refused: list[str] = []
+    ms = ModelStore(store.root, on_refused=lambda v, _why: refused.append(v))
+    ms.load()
+    assert sorted(ms.snapshot.models) == ["v1"]
+    assert ms.snapshot.config.strategy == "single" and ms.snapshot.config.production == "v1"
+    assert refused == ["v9"]
+    assert ms.degraded is not None and "v9" in ms.degraded
+    # the canary fixed in place: the next poll serves the routing as written
+    _edit_metadata(store, "v9", sha256=sha256_file(store.root / "versions/v9/model.onnx"))
+    assert ms.poll() is True
+    assert sorted(ms.snapshot.models) == ["v1", "v9"] and ms.degraded is None
+
+
+def test_a_new_process_starts_from_the_last_good_routing_when_production_is_broken(store):
+    ModelStore(store.root).load()  # an earlier process served v1 completely
+    assert json.loads((store.root / LAST_GOOD_FILE).read_text())["production"] == "v1"
+    store.clone("v2", "v8", sha256="0" * 64)
+    store.serve("v8")
+    ms = ModelStore(store.root)
+    ms.load()
+    assert sorted(ms.snapshot.models) == ["v1"]
+    assert ms.degraded is not None and "last good routing" in ms.degraded
+
+
+def test_the_app_reports_refused_versions_in_ready_and_metrics(store):
+    store.clone("v1", "v9", sha256="0" * 64)
+    store.route(
+        strategy="canary",
+        production="v1",
+        variants=[
+            {"name": "champion", "version": "v1", "weight": 50},
+            {"name": "canary", "version": "v9", "weight": 50},
+        ],
+    )
+    with serve(make_settings(store)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["models"].startswith("degraded:")
+        for _ in range(5):
+            assert _served_version(client) == "v1"
+        metrics = client.get("/metrics").text
+        assert 'ltr_model_versions_refused_total{version="v9"}' in metrics
 
 
 # ----------------------------------------------------------------- refusal keeps serving

@@ -1,8 +1,13 @@
-"""GET /health (liveness), GET /ready (model loaded, stores reachable), GET /metrics.
+"""GET /health (liveness), GET /ready (readiness), GET /metrics.
 
-``/ready`` pings Redis when one is configured; a successful ping closes every circuit
-breaker on that Redis (cache, events, online features), so once ``/ready`` answers 200 after
-an outage, every path that needs Redis is tried again on the next request.
+``/ready`` is 503 only when the service cannot answer: no model loaded, or the feature
+store's Redis failed ``READY_REDIS_FAILURES`` pings in a row while the production version
+needs its online features. A Redis that does not answer while the production version scores
+from request features is reported as ``degraded`` and the pod stays ready (a Redis hiccup
+must not take every replica out of the Service at once). A successful ping closes every
+circuit breaker on that Redis (cache, events, online features), so the path that needs Redis
+is tried again on the next request. A model store serving less than routing.json asks for
+(a referenced version could not be loaded) is reported in ``checks.models``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from serving.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
 
+#: Failed pings in a row before a Redis the production model needs fails readiness.
+READY_REDIS_FAILURES = 3
+
 
 @router.get("/health", response_model=HealthResponse)
 async def health() -> HealthResponse:
@@ -29,7 +37,9 @@ async def ready(state: State) -> Response:
     checks: dict[str, str] = {}
     ok = True
     if state.store.loaded:
-        checks["models"] = "ok: " + ", ".join(sorted(state.store.snapshot.models))
+        served = ", ".join(sorted(state.store.snapshot.models))
+        degraded = state.store.degraded
+        checks["models"] = f"degraded: {degraded}" if degraded else f"ok: {served}"
     else:
         checks["models"] = "no model loaded"
         ok = False
@@ -40,11 +50,25 @@ async def ready(state: State) -> Response:
         try:
             await asyncio.to_thread(client.ping)
             checks["redis"] = "ok"
+            state.redis_ping_failures = 0
             # Redis answers: every breaker on it closes now (documented in README).
             state.redis_answered()
         except Exception as exc:  # any failure means not reachable
-            checks["redis"] = f"unreachable: {type(exc).__name__}"
-            ok = False
+            state.redis_ping_failures += 1
+            n, kind = state.redis_ping_failures, type(exc).__name__
+            if state.answers_without_redis():
+                checks["redis"] = (
+                    f"degraded: unreachable ({kind}); the production model answers from "
+                    "request features, without cache and events"
+                )
+            elif n < READY_REDIS_FAILURES:
+                checks["redis"] = f"degraded: unreachable ({kind}), {n} failed ping(s) in a row"
+            else:
+                checks["redis"] = (
+                    f"unreachable: {kind}, {n} pings in a row; the production model needs "
+                    "its online features"
+                )
+                ok = False
     body = ReadyResponse(ready=ok, checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
