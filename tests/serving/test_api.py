@@ -679,3 +679,19 @@ def test_the_weights_of_the_test_models_are_what_onnx_computes(store):
         np.testing.assert_allclose(
             onnx_scores(store, version, x), linear_scores(version, x), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.integration
+def test_cache_and_events_can_use_a_redis_of_their_own(store, redis_db):
+    """No feature-store Redis at all: the cache and the streams live in db 8 alone."""
+    settings = make_settings(
+        store, redis_url=None, cache_redis_url=REDIS_URL, events_redis_url=REDIS_URL
+    )
+    with serve(settings) as client:
+        body = rank_body(4)
+        first = client.post("/api/v1/rank", json=body).json()
+        second = client.post("/api/v1/rank", json=body).json()
+        assert first["cached"] is False and second["cached"] is True
+        assert client.get("/ready").json()["checks"]["redis"] == "not configured"
+    assert any(k.startswith(b"ltr:cache:v1:") for k in redis_db.scan_iter(match="ltr:cache:*"))
+    assert redis_db.xlen("ltr:events:impressions") == 2
