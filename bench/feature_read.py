@@ -1,22 +1,27 @@
-"""Online feature read: ``RedisFeatureReader`` next to ``FeatureStore.get_online_features``.
+"""Online feature read: the service's direct readers next to ``FeatureStore.get_online_features``.
 
-    python -m bench.feature_read [--redis HOST:PORT,db=N] [--candidates 100] [--rounds 20]
+    python -m bench.feature_read [--stores redis,sqlite] [--redis HOST:PORT,db=N]
+                                 [--candidates 100] [--rounds 20]
 
-Builds a temporary Feast repository (views ``query_doc_features`` and ``doc_features``, one
-``Array(Float32)`` field each, Redis online store), writes one query's candidates with
-``FeatureStore.write_to_online_store``, checks that the direct reader returns values identical
-to Feast's on the same keys, then times both in interleaved rounds on the same keys and
-prints p50/p99 and the speed-up. Variants: 46 features (40 + 6) and 136 features (130 + 6).
-The bench's keys are removed from Redis afterwards.
+For each online store (Redis: ``RedisFeatureReader``; the embedded SQLite default:
+``SqliteFeatureReader``, on the platform's ``LtrSqliteOnlineStore``), builds a temporary Feast
+repository (views ``query_doc_features`` and ``doc_features``, one ``Array(Float32)`` field
+each), writes one query's candidates with ``FeatureStore.write_to_online_store``, checks that
+the direct reader returns values identical to Feast's on the same keys, then times both in
+interleaved rounds on the same keys and prints p50/p99 and the speed-up. Variants: 46
+features (40 + 6) and 136 features (130 + 6). The bench's keys are removed from Redis
+afterwards.
 
-Target (DESIGN.md): the default reader (Lua) >= 10x faster at p50 than
-``FeatureStore.get_online_features`` timed in the same run, with identical values (a
-difference stops the run before timing). Exits 1 when a target is missed.
+Target (DESIGN.md): each store's default reader (Redis: Lua; SQLite: one query per view)
+>= 10x faster at p50 than ``FeatureStore.get_online_features`` on the same store, timed in
+the same run, with identical values (a difference stops the run before timing). Exits 1
+when a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import subprocess
@@ -38,10 +43,14 @@ from serving.features.redis_reader import (
     RedisFeatureReader,
     redis_client_from_connection_string,
 )
+from serving.features.sqlite_reader import SqliteFeatureReader
 
 QUERY = "q-bench"
 BASELINE = "FeatureStore.get_online_features().to_dict()"
 DEFAULT_READER = "RedisFeatureReader.read, lua (default)"
+SQLITE_READER = "SqliteFeatureReader.read (default)"
+SQLITE_STORE = "ltr.features.online_store.LtrSqliteOnlineStore"
+STORES = ("redis", "sqlite")
 MIN_SPEEDUP = 10.0
 VARIANTS = {"46": (40, 6), "136": (130, 6)}
 MISSING_EVERY = 20  # every 20th candidate has no query-doc row, like a real request
@@ -67,8 +76,13 @@ def import_seconds(module: str) -> float:
     return float(out.stdout.strip())
 
 
-def build_store(root: Path, project: str, redis_conn: str, dims: tuple[int, int], docs: list[str]):
-    """Apply a two-view repository and write the candidates; returns the FeatureStore."""
+def build_store(
+    root: Path, project: str, online_store: str, dims: tuple[int, int], docs: list[str]
+) -> Any:
+    """Apply a two-view repository and write the candidates; returns the FeatureStore.
+
+    ``online_store``: the ``online_store:`` block of ``feature_store.yaml`` (indented lines).
+    """
     import pandas as pd
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Array, Float32
@@ -76,7 +90,7 @@ def build_store(root: Path, project: str, redis_conn: str, dims: tuple[int, int]
     root.mkdir(parents=True)
     (root / "feature_store.yaml").write_text(
         f"project: {project}\nregistry: {root / 'registry.db'}\nprovider: local\n"
-        f'online_store:\n  type: redis\n  connection_string: "{redis_conn}"\n'
+        f"online_store:\n{online_store}"
         "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
     )
     rng = np.random.default_rng(0)
@@ -128,7 +142,9 @@ def build_store(root: Path, project: str, redis_conn: str, dims: tuple[int, int]
     return store
 
 
-def feast_arrays(response: dict[str, list[Any]], views: list[FeatureViewSpec]):
+def feast_arrays(
+    response: dict[str, list[Any]], views: list[FeatureViewSpec]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for view in views:
         column = response[f"{view.name}__{view.field}"]
@@ -147,7 +163,9 @@ def check_identical(result: FeatureReadResult, expected: dict[str, Any]) -> None
             raise SystemExit(f"values differ from Feast's in view {name}: not benchmarking")
 
 
-def time_rounds(methods: dict[str, Callable[[], object]], rounds: int, per_round: dict[str, int]):
+def time_rounds(
+    methods: dict[str, Callable[[], object]], rounds: int, per_round: dict[str, int]
+) -> dict[str, np.ndarray]:
     """Interleave the methods round by round so that machine noise hits all of them."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(rounds):
@@ -159,7 +177,55 @@ def time_rounds(methods: dict[str, Callable[[], object]], rounds: int, per_round
     return {name: np.asarray(t) * 1e3 for name, t in times.items()}
 
 
-def run_variant(
+def view_specs(dims: tuple[int, int]) -> list[FeatureViewSpec]:
+    return [
+        FeatureViewSpec("query_doc_features", ("query_id", "doc_id"), dims[0]),
+        FeatureViewSpec("doc_features", ("doc_id",), dims[1]),
+    ]
+
+
+def feast_baseline(
+    store: Any, views: list[FeatureViewSpec], docs: list[str]
+) -> Callable[[], dict[str, Any]]:
+    """``get_online_features(...).to_dict()`` of the request, as a function to time."""
+    refs = [f"{v.name}:{v.field}" for v in views]
+    rows = [{"query_id": QUERY, "doc_id": d} for d in docs]
+
+    def feast_sdk() -> dict[str, Any]:
+        response = store.get_online_features(
+            features=refs, entity_rows=rows, full_feature_names=True
+        )
+        return dict(response.to_dict())
+
+    return feast_sdk
+
+
+def time_checked(
+    feast_sdk: Callable[[], dict[str, Any]],
+    views: list[FeatureViewSpec],
+    readers: dict[str, Any],
+    docs: list[str],
+    rounds: int,
+) -> dict[str, np.ndarray]:
+    """Check every reader against Feast, then time Feast and them in interleaved rounds.
+
+    ``readers``: method name -> reader; the first one is the SDK reader (timed as Feast).
+    """
+    expected = feast_arrays(feast_sdk(), views)
+    for reader in readers.values():
+        check_identical(reader.read(QUERY, docs), expected)
+    methods: dict[str, Callable[[], object]] = {BASELINE: feast_sdk}
+    for name, reader in readers.items():
+        methods[name] = functools.partial(reader.read, QUERY, docs)
+    # Feast is ~10x slower: fewer calls per round keep the run short.
+    per_round = {name: 10 if i < 2 else 50 for i, name in enumerate(methods)}
+    for fn in methods.values():  # warm-up
+        for _ in range(3):
+            fn()
+    return time_rounds(methods, rounds, per_round)
+
+
+def run_redis_variant(
     client: Any, redis_conn: str, root: Path, dims: tuple[int, int], docs: list[str], rounds: int
 ) -> dict[str, np.ndarray]:
     """Build, check and time one variant; its keys are removed from Redis afterwards."""
@@ -167,46 +233,62 @@ def run_variant(
 
     project = f"ltrbench_{uuid.uuid4().hex[:8]}"
     try:
-        store = build_store(root, project, redis_conn, dims, docs)
-        views = [
-            FeatureViewSpec("query_doc_features", ("query_id", "doc_id"), dims[0]),
-            FeatureViewSpec("doc_features", ("doc_id",), dims[1]),
-        ]
-        refs = [f"{v.name}:{v.field}" for v in views]
-        rows = [{"query_id": QUERY, "doc_id": d} for d in docs]
-        lua = RedisFeatureReader(client, project, key_version=3, views=views, mode="lua")
-        pipe = RedisFeatureReader(client, project, key_version=3, views=views, mode="pipeline")
-        sdk = SdkFeatureReader(store, views)
-
-        def feast_sdk() -> dict[str, Any]:
-            response = store.get_online_features(
-                features=refs, entity_rows=rows, full_feature_names=True
-            )
-            return dict(response.to_dict())
-
-        expected = feast_arrays(feast_sdk(), views)
-        for reader in (lua, pipe, sdk):
-            check_identical(reader.read(QUERY, docs), expected)
-        methods: dict[str, Callable[[], object]] = {
-            BASELINE: feast_sdk,
-            "SdkFeatureReader.read (Feast + arrays)": lambda: sdk.read(QUERY, docs),
-            "RedisFeatureReader.read, pipeline": lambda: pipe.read(QUERY, docs),
-            DEFAULT_READER: lambda: lua.read(QUERY, docs),
+        online = f'  type: redis\n  connection_string: "{redis_conn}"\n'
+        store = build_store(root, project, online, dims, docs)
+        views = view_specs(dims)
+        readers = {
+            "SdkFeatureReader.read (Feast + arrays)": SdkFeatureReader(store, views),
+            "RedisFeatureReader.read, pipeline": RedisFeatureReader(
+                client, project, key_version=3, views=views, mode="pipeline"
+            ),
+            DEFAULT_READER: RedisFeatureReader(
+                client, project, key_version=3, views=views, mode="lua"
+            ),
         }
-        # Feast is ~10x slower: fewer calls per round keep the run short.
-        per_round = dict(zip(methods, [10, 10, 50, 50], strict=True))
-        for fn in methods.values():  # warm-up
-            for _ in range(3):
-                fn()
-        return time_rounds(methods, rounds, per_round)
+        return time_checked(feast_baseline(store, views, docs), views, readers, docs, rounds)
     finally:
         keys = list(client.scan_iter(match=f"*{project}".encode(), count=1000))
         if keys:
             client.delete(*keys)
 
 
+def run_sqlite_variant(
+    root: Path, dims: tuple[int, int], docs: list[str], rounds: int
+) -> dict[str, np.ndarray]:
+    """Build, check and time one variant on the embedded SQLite store (under ``root``)."""
+    from serving.features.sdk_reader import SdkFeatureReader
+
+    project = f"ltrbench_{uuid.uuid4().hex[:8]}"
+    online = f"  type: {SQLITE_STORE}\n  path: data/online.db\n"
+    store = build_store(root, project, online, dims, docs)
+    views = view_specs(dims)
+    sqlite = SqliteFeatureReader.from_repo(root, views)
+    readers = {
+        "SdkFeatureReader.read (Feast + arrays)": SdkFeatureReader(store, views),
+        SQLITE_READER: sqlite,
+    }
+    try:
+        return time_checked(feast_baseline(store, views, docs), views, readers, docs, rounds)
+    finally:
+        sqlite.close()
+
+
+def report(
+    store: str, label: str, ms: dict[str, np.ndarray], default: str, speedups: dict[str, float]
+) -> None:
+    base = ms[BASELINE]
+    base_p50, base_p99 = np.percentile(base, 50), np.percentile(base, 99)
+    for name, t in ms.items():
+        p50, p99 = np.percentile(t, 50), np.percentile(t, 99)
+        speed = "" if t is base else f"{base_p50 / p50:5.1f}x / {base_p99 / p99:5.1f}x"
+        print(f"{store:>6} {label:>11}  {name:<44}{p50:8.3f}{p99:8.3f}{len(t):7d}  {speed}")
+    print(f"{'':>18}  values identical to Feast's for all readers (checked before timing)")
+    speedups[f"{store}, {label}"] = float(base_p50 / np.percentile(ms[default], 50))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--stores", default=",".join(STORES), help=f"comma list of {list(STORES)}")
     ap.add_argument(
         "--redis",
         default=os.environ.get("LTR_BENCH_REDIS", "127.0.0.1:6379,db=6"),
@@ -220,18 +302,27 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; valid: {sorted(VARIANTS)}")
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if not stores or set(stores) - set(STORES):
+        ap.error(f"unknown stores in {args.stores!r}; valid: {list(STORES)}")
 
-    client = redis_client_from_connection_string(
-        args.redis, socket_timeout=2, socket_connect_timeout=2
-    )
-    info = client.info("server")
+    import sqlite3
+
     import redis
 
     print(f"date      {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     print(f"machine   {machine()}")
     print(f"python    {platform.python_version()}, redis-py {redis.__version__}", end="")
-    print(f", Redis server {info['redis_version']} at {args.redis}")
+    client = None
+    if "redis" in stores:
+        client = redis_client_from_connection_string(
+            args.redis, socket_timeout=2, socket_connect_timeout=2
+        )
+        info: dict[str, Any] = client.info("server")  # type: ignore[assignment]  # sync client
+        print(f", Redis server {info['redis_version']} at {args.redis}", end="")
+    print(f", SQLite {sqlite3.sqlite_version}")
     reader_import = import_seconds("serving.features.redis_reader")
+    sqlite_import = import_seconds("serving.features.sqlite_reader")
     start = time.perf_counter()
     import feast
 
@@ -239,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"feast     {feast.__version__}; import: feast {feast_import:.1f} s (warm disk), ", end=""
     )
-    print(f"serving.features.redis_reader {reader_import * 1e3:.0f} ms (fresh interpreter)")
+    print(
+        f"serving.features.redis_reader {reader_import * 1e3:.0f} ms, "
+        f"sqlite_reader {sqlite_import * 1e3:.0f} ms (fresh interpreter)"
+    )
     print(
         f"request   1 query x {args.candidates} candidates; every {MISSING_EVERY}th has no ", end=""
     )
@@ -247,28 +341,28 @@ def main(argv: list[str] | None = None) -> int:
 
     docs = [f"doc-{i:06d}" for i in range(args.candidates)]
     header = (
-        f"{'features':>11}  {'method':<44}{'p50':>8}{'p99':>8}{'calls':>7}  {'speed-up p50 / p99'}"
+        f"{'store':>6} {'features':>11}  {'method':<44}{'p50':>8}{'p99':>8}{'calls':>7}  "
+        "speed-up p50 / p99"
     )
     print(header)
     print("-" * len(header))
     speedups: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="ltr-bench-feast-") as tmp:
-        for variant in variants:
-            dims = VARIANTS[variant]
-            ms = run_variant(client, args.redis, Path(tmp) / variant, dims, docs, args.rounds)
-            base = ms[BASELINE]
-            base_p50, base_p99 = np.percentile(base, 50), np.percentile(base, 99)
-            label = f"{variant} ({dims[0]}+{dims[1]})"
-            for name, t in ms.items():
-                p50, p99 = np.percentile(t, 50), np.percentile(t, 99)
-                speed = "" if t is base else f"{base_p50 / p50:5.1f}x / {base_p99 / p99:5.1f}x"
-                print(f"{label:>11}  {name:<44}{p50:8.3f}{p99:8.3f}{len(t):7d}  {speed}")
-            print(f"{'':>11}  values identical to Feast's for all readers (checked before timing)")
-            speedups[label] = float(base_p50 / np.percentile(ms[DEFAULT_READER], 50))
+        for store in stores:
+            for variant in variants:
+                dims = VARIANTS[variant]
+                root = Path(tmp) / store / variant
+                label = f"{variant} ({dims[0]}+{dims[1]})"
+                if store == "redis":
+                    ms = run_redis_variant(client, args.redis, root, dims, docs, args.rounds)
+                    report(store, label, ms, DEFAULT_READER, speedups)
+                else:
+                    ms = run_sqlite_variant(root, dims, docs, args.rounds)
+                    report(store, label, ms, SQLITE_READER, speedups)
     print()
     targets = Targets()
     for label, speedup in speedups.items():
-        name = f"{label} features: default reader p50 speed-up vs Feast SDK"
+        name = f"{label} features: default reader p50 speed-up vs Feast SDK on the same store"
         targets.at_least(name, speedup, MIN_SPEEDUP, "x", ".1f")
     return targets.report()
 

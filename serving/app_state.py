@@ -47,7 +47,7 @@ class AppState:
     readers: dict[str, FeatureReader | None] = field(default_factory=dict)
     reload_task: asyncio.Task[None] | None = None
     request_ids: RequestIdSigner = field(default_factory=RequestIdSigner)
-    feedback_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(20.0, 40))
+    feedback_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(200.0, 400))
     #: Failed readiness pings of the feature store's Redis in a row.
     redis_ping_failures: int = 0
     #: Clients of the cache's / events' own Redis (closed with the app).
@@ -139,6 +139,17 @@ class AppState:
                 views=specs,
             )
         if self.settings.feast_repo.is_dir():
+            from serving.features.sqlite_reader import SqliteFeatureReader, sqlite_location
+
+            # Feast's SQLite layout is read directly; other stores go through the Feast SDK.
+            location = sqlite_location(self.settings.feast_repo)
+            if location is not None:
+                return SqliteFeatureReader(
+                    location.path,
+                    location.project,
+                    key_version=location.key_version,
+                    views=specs,
+                )
             from serving.features.sdk_reader import SdkFeatureReader
 
             return SdkFeatureReader(self.settings.feast_repo, specs)
