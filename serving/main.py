@@ -6,17 +6,25 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from serving.api.deps import TruncatedValidationError
 from serving.api.routes import feedback, health, models, rank
 from serving.app_state import AppState
-from serving.middleware import BodySizeLimit
+from serving.middleware import Admission, BodySizeLimit, RequestGate
+from serving.schemas import MAX_REPORTED_ERRORS
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+#: The data-plane endpoints: admitted through the request gate (503 beyond its capacity).
+GATED_PATHS = ("/api/v1/rank", "/api/v1/batch_rank", "/api/v1/feedback")
+#: Longest location part or type echoed in a 422 (a feature name can be long).
+MAX_ERROR_TEXT = 100
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -49,24 +57,52 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """422 naming each bad field; the offending input is not echoed back (it may be
-        huge, or a NaN that JSON cannot carry)."""
-        errors = [
-            {
-                "loc": [str(p) for p in err.get("loc", ())],
-                "msg": str(err.get("msg", "")),
-                "type": str(err.get("type", "")),
-            }
-            for err in exc.errors()
-        ]
+        """422 naming each bad field, at most MAX_REPORTED_ERRORS of them (``errors_omitted``
+        counts the rest); the offending input is never echoed back (it may be huge, or a NaN
+        that JSON cannot carry), and long names in a location are cut short."""
+        all_errors = exc.errors()
+        omitted = exc.omitted if isinstance(exc, TruncatedValidationError) else 0
+        omitted += max(0, len(all_errors) - MAX_REPORTED_ERRORS)
+        errors = [_error_entry(err) for err in all_errors[:MAX_REPORTED_ERRORS]]
         state = getattr(request.app.state, "ltr", None)
         if state is not None:
             state.telemetry.errors.labels(kind="validation").inc()
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(first['loc'])}: {first['msg']}"
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+        payload = {"detail": detail, "errors": errors, "errors_omitted": omitted}
+        return JSONResponse(payload, status_code=422)
+
+    gate = RequestGate(s.request_workers, s.request_queue, s.retry_after_s)
+    app.state.gate = gate
+
+    def _rejected(path: str) -> None:
+        state = getattr(app.state, "ltr", None)
+        if state is not None:
+            state.telemetry.errors.labels(kind="overloaded").inc()
+            endpoint = path.rsplit("/", 1)[-1]
+            state.telemetry.requests.labels(endpoint=endpoint, status="503").inc()
+
+    gate.on_reject = _rejected
 
     for module in (rank, feedback, models, health):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=s.body_limit_bytes, timeout_s=s.body_read_timeout_s)
+    # admitted once its body is in (a slow body holds no place); over capacity: 503 at once
+    app.add_middleware(Admission, gate=gate, paths=GATED_PATHS)
     return app
+
+
+def _text(value: object, limit: int = MAX_ERROR_TEXT) -> str:
+    """``value`` as text for a 422 body: at most ``limit`` characters, valid UTF-8."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _error_entry(err: Any) -> dict[str, Any]:
+    return {
+        "loc": [_text(p) for p in err.get("loc", ())],
+        "msg": _text(err.get("msg", ""), 2 * MAX_ERROR_TEXT),
+        "type": _text(err.get("type", "")),
+    }

@@ -1,11 +1,30 @@
-"""A pure ASGI middleware that refuses request bodies above a size limit with 413."""
+"""Pure ASGI middleware that bounds what one client can cost before any work is done.
+
+- :class:`BodySizeLimit`: 413 for a body above the limit (from its Content-Length, or as
+  soon as a streamed body passes it), 408 for a body that does not arrive in time.
+- :class:`Admission` with a :class:`RequestGate`: at most ``workers + queue`` data-plane
+  requests in the service once their bodies are in; the next one is answered 503 with
+  ``Retry-After`` at once instead of waiting without bound. The gate's worker threads
+  (``RequestGate.run``) do the blocking work of the admitted requests, ``workers`` at a
+  time, off the event loop, so ``/health`` and ``/ready`` (which never wait at the gate)
+  keep answering.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
+import anyio
+import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BodyTooLarge(HTTPException):
@@ -19,30 +38,48 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, _too_large(None, max_bytes))
 
 
+class BodyTimeout(HTTPException):
+    """Raised from ``receive`` when the body has not arrived within the time allowed (408)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408, f"request body not received within {seconds:g} s (LTR_BODY_READ_TIMEOUT_S)"
+        )
+
+
 def _too_large(declared: int | None, max_bytes: int) -> str:
     """The 413 detail; ``declared`` is the Content-Length, None for a streamed body."""
     size = f"{declared} bytes >" if declared is not None else "more than"
     return f"request body too large: {size} {max_bytes} bytes (LTR_MAX_BODY_BYTES)"
 
 
+async def send_json(
+    send: Send, status: int, payload: object, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer with a small JSON document straight from the middleware."""
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """413 above ``max_bytes``; 408 when the body takes longer than ``timeout_s`` to arrive
+    (counted from the moment the request reached the app)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
-
-    async def _reject(self, send: Send, declared: int | None) -> None:
-        body = json.dumps({"detail": _too_large(declared, self.max_bytes)}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,18 +92,27 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await self._reject(send, declared)
+                    await send_json(send, 413, {"detail": _too_large(declared, self.max_bytes)})
                     return
         received = 0
+        complete = False
         started = False
+        deadline = anyio.current_time() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in; later calls wait for a disconnect, unbounded
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                complete = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -77,6 +123,104 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTimeout) as exc:
             if not started:
-                await self._reject(send, None)
+                await send_json(send, exc.status_code, {"detail": exc.detail})
+
+
+class RequestGate:
+    """Admission and worker threads of the data-plane requests.
+
+    ``workers`` requests do blocking work at once (each step through :meth:`run`, in a
+    worker thread); ``queue`` more may wait for a worker. ``in_flight`` counts the admitted
+    requests, from their arrival to the end of their background tasks.
+    """
+
+    def __init__(self, workers: int, queue: int, retry_after_s: int) -> None:
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.capacity = workers + queue
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0
+        self.rejected = 0
+        #: Called with the request path for each request turned away (metrics).
+        self.on_reject: Callable[[str], None] | None = None
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.capacity:
+            self.rejected += 1
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in a worker thread, at most ``workers`` at a time."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+
+class AtCapacity(HTTPException):
+    """Raised from ``receive`` when a body is complete but the gate is full (503)."""
+
+    def __init__(self, gate: RequestGate) -> None:
+        super().__init__(
+            503,
+            f"the service is at capacity ({gate.capacity} requests in progress or waiting: "
+            f"LTR_REQUEST_WORKERS + LTR_REQUEST_QUEUE); retry after {gate.retry_after_s} s",
+            headers={"Retry-After": str(gate.retry_after_s)},
+        )
+
+
+class Admission:
+    """Requests to ``paths`` pass :class:`RequestGate` once their body has arrived; beyond
+    its capacity they are answered 503 with ``Retry-After`` before any work is done.
+
+    Admission waits for the end of the body on purpose: a client that sends its body slowly
+    holds a connection (until LTR_BODY_READ_TIMEOUT_S), never a place in the gate. An
+    admitted request keeps its place until its background tasks are done.
+    """
+
+    def __init__(self, app: ASGIApp, gate: RequestGate, paths: Iterable[str]) -> None:
+        self.app = app
+        self.gate = gate
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        gate = self.gate
+        admitted = False
+        started = False
+
+        async def admitting_receive() -> Message:
+            nonlocal admitted
+            message = await receive()
+            if (
+                not admitted
+                and message["type"] == "http.request"
+                and not message.get("more_body", False)
+            ):
+                if not gate.try_enter():
+                    if gate.on_reject is not None:
+                        gate.on_reject(scope["path"])
+                    raise AtCapacity(gate)
+                admitted = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, admitting_receive, tracking_send)
+        except AtCapacity as exc:  # only when no exception handler answered it
+            if not started:
+                headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+                await send_json(send, 503, {"detail": exc.detail}, headers)
+        finally:
+            if admitted:
+                gate.leave()

@@ -148,7 +148,7 @@ class RankService:
             except Exception as exc:
                 self.feature_guard.record_failure(exc)
                 self.telemetry.errors.labels(kind="feature_store").inc()
-                raise FeaturesUnavailable(f"online feature store unavailable: {exc}") from None
+                raise FeaturesUnavailable("online feature store unavailable: read failed") from None
             finally:
                 self._stage.labels(stage="features").observe(time.perf_counter() - t)
             self.feature_guard.record_success()

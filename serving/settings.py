@@ -4,7 +4,7 @@ validated on creation. Defaults that would be unsafe in production refuse to sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,8 +56,10 @@ class ServingSettings(BaseSettings):
         "issued); the same on every replica; required outside development",
     )
     feedback_max_age_s: float = Field(86_400.0, gt=0, description="feedback window per answer")
-    feedback_rate_per_s: float = Field(20.0, gt=0, description="feedback calls per client")
-    feedback_burst: int = Field(40, ge=1, description="feedback calls a client may burst")
+    feedback_rate_per_s: float = Field(
+        200.0, gt=0, description="feedback calls per second per client (address)"
+    )
+    feedback_burst: int = Field(400, ge=1, description="feedback calls a client may burst")
     events_stream_prefix: str = Field(
         "ltr:events",
         pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
@@ -67,9 +69,73 @@ class ServingSettings(BaseSettings):
 
     max_candidates: int = Field(1000, ge=1, le=100_000)
     max_batch: int = Field(32, ge=1, le=1000)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_features_per_candidate: int = Field(1024, ge=1)
     max_clicks: int = Field(100, ge=1, le=10_000)
+
+    # request path limits (issue 9)
+    max_body_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="largest request body of any endpoint, a batch included (413 beyond); "
+        "default sized from LTR_MAX_CANDIDATES and LTR_MAX_FEATURES_PER_CANDIDATE, see "
+        "default_body_limit",
+    )
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a request body must arrive within this time (408)"
+    )
+    request_workers: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="requests doing blocking work at once (body parse and validation, Redis, "
+        "ONNX Runtime), each step in a worker thread; about the CPU cores of the process "
+        "(more threads contend for the GIL with the event loop and slow /health down)",
+    )
+    request_queue: int = Field(
+        32,
+        ge=0,
+        le=100_000,
+        description="rank, batch and feedback requests admitted beyond the workers, waiting "
+        "for one; more are answered 503 with Retry-After at once",
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After of a 503 at capacity")
+    #: Body bytes that one request-supplied feature takes, written in full: a name of up to
+    #: ~20 characters, a float in its longest form (-1.2345678901234567e-305), punctuation.
+    BODY_BYTES_PER_FEATURE: ClassVar[int] = 48
+    #: Body bytes of a candidate besides its features: a doc_id of up to 256 characters, keys.
+    BODY_BYTES_PER_CANDIDATE: ClassVar[int] = 320
+    #: Body bytes of a request besides its candidates (query_id, user_id, top_k).
+    BODY_BYTES_OVERHEAD: ClassVar[int] = 4096
+    #: The derived default never exceeds this (the parse of a body this size takes tens of
+    #: milliseconds of a worker); set LTR_MAX_BODY_BYTES to go beyond.
+    BODY_BYTES_CAP: ClassVar[int] = 4 * 1024 * 1024
+
+    @classmethod
+    def default_body_limit(cls, max_candidates: int, max_features_per_candidate: int) -> int:
+        """The body limit when LTR_MAX_BODY_BYTES is not set: a rank request with every limit
+        reached (max_candidates x (320 + max_features x 48) + 4096 bytes), capped at 4 MiB."""
+        per_candidate = cls.BODY_BYTES_PER_CANDIDATE + (
+            max_features_per_candidate * cls.BODY_BYTES_PER_FEATURE
+        )
+        full = max_candidates * per_candidate + cls.BODY_BYTES_OVERHEAD
+        return min(full, cls.BODY_BYTES_CAP)
+
+    @model_validator(mode="after")
+    def _size_the_body_limit(self) -> ServingSettings:
+        if self.max_body_bytes is None:
+            self.max_body_bytes = self.default_body_limit(
+                self.max_candidates, self.max_features_per_candidate
+            )
+        return self
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """``max_body_bytes`` as set or derived."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.default_body_limit(self.max_candidates, self.max_features_per_candidate)
+
+    # end of request path limits (issue 9)
 
     reload_interval_s: float = Field(2.0, gt=0)
     onnx_threads: int = Field(1, ge=1)

@@ -35,6 +35,7 @@ from ltr.online.clickmodel import ClickModel
 MAX_QUERIES = 100_000
 MAX_SECONDS = 3600.0
 MAX_CONCURRENCY = 32
+RETRIES = 3
 
 
 class SimulationError(ValueError):
@@ -148,12 +149,27 @@ class TrafficSimulator:
         q = int(rng.integers(len(self.queries)))
         return q, f"sim-user-{int(rng.integers(self.n_users))}", rng
 
+    def _post(self, client: Any, path: str, body: dict[str, Any]) -> Any:
+        """POST, retrying (at most ``RETRIES`` times) when the service asks to come back
+        later (429 or 503 with ``Retry-After``), as a well-behaved client does."""
+        for attempt in range(RETRIES + 1):
+            resp = client.post(f"{self.url}{path}", json=body)
+            after = resp.headers.get("retry-after")
+            if resp.status_code not in (429, 503) or after is None or attempt == RETRIES:
+                return resp
+            try:
+                wait = min(float(after), 5.0)
+            except ValueError:
+                return resp
+            time.sleep(wait)
+        return resp  # pragma: no cover - the loop always returns
+
     def _one(self, client: Any, i: int, report: SimulationReport, lock: threading.Lock) -> None:
         q, user, rng = self.plan(i)
         qid, _docs, labels, cands = self.queries[q]
         body = {"query_id": qid, "user_id": user, "candidates": cands, "top_k": self.top_k}
         try:
-            resp = client.post(f"{self.url}/api/v1/rank", json=body)
+            resp = self._post(client, "/api/v1/rank", body)
         except Exception as exc:  # network trouble is counted, not fatal
             with lock:
                 report.sent += 1
@@ -184,7 +200,7 @@ class TrafficSimulator:
             "clicks": [{"doc_id": shown[p], "position": int(p)} for p in clicked],
         }
         try:
-            r2 = client.post(f"{self.url}/api/v1/feedback", json=fb)
+            r2 = self._post(client, "/api/v1/feedback", fb)
             ok = r2.status_code == 200
             key = f"feedback_{r2.status_code}"
         except Exception as exc:

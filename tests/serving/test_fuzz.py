@@ -8,6 +8,10 @@ Two sources of requests, both sent in-process through the app (``TestClient``, l
   NaN / Infinity tokens, integers beyond float range, lone surrogates, huge strings, deep
   nesting, negative or gigantic ``top_k``, wrong types.
 
+Each runs twice: without Redis, and with the result cache on and Redis up (database 8 of
+the shared Redis, emptied before and after; skipped when it does not answer), so that every
+input also goes through the cache key, the cache and the event streams.
+
 The number of examples is bounded so the file runs in seconds.
 """
 
@@ -19,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
-from support.serving import FEATURES, Store, TestClient, make_settings, serve
+from support.serving import FEATURES, REDIS_URL, Store, TestClient, make_settings, serve
 
 schemathesis = pytest.importorskip("schemathesis")
 
@@ -39,11 +44,37 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
+def redis_up() -> Iterator[str]:
+    """The shared Redis's database 8, emptied before and after (FLUSHDB on db 8 only)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {REDIS_URL} does not answer: {exc}")
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(False, id="no-redis"),
+        pytest.param(True, id="cache-on-redis-up", marks=pytest.mark.integration),
+    ],
+)
 def fuzz_client(
-    tmp_path_factory: pytest.TempPathFactory, artifact_templates: Path
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    artifact_templates: Path,
 ) -> Iterator[TestClient]:
     """The app with A/B routing, a shadow model that needs online features (none are
-    configured, so its scoring fails in the background) and an admin key."""
+    configured without Redis, so its scoring fails in the background) and an admin key;
+    with Redis, also the result cache and the event streams."""
+    redis_url = request.getfixturevalue("redis_up") if request.param else None
     s = Store(tmp_path_factory.mktemp("fuzz") / "models", artifact_templates)
     s.install("v1", "v2", "vfv")
     s.route(
@@ -55,7 +86,13 @@ def fuzz_client(
         ],
         shadow={"version": "vfv", "sample_percent": 50.0},
     )
-    settings_ = make_settings(s, environment="development", api_key=SecretStr(API_KEY))
+    settings_ = make_settings(
+        s,
+        environment="development",
+        api_key=SecretStr(API_KEY),
+        redis_url=redis_url,
+        cache_enabled=True,
+    )
     with serve(settings_) as client:
         yield client
 
@@ -143,6 +180,11 @@ HOSTILE_TOKENS = [
     '"' + "x" * 20_000 + '"',  # a huge string
     '"' + "a" * 257 + '"',  # one character over the id limit
     '"\u202e\u2603\u00fc"',  # right-to-left override, snowman, umlaut
+    '"\\udfff\\ud800"',  # two lone surrogates, the wrong way round
+    '"\\ud83d\\ude00"',  # a valid surrogate pair (an emoji)
+    '"a\\u0000b"',  # NUL inside
+    '"\\u001b[31m"',  # an escape sequence
+    '"\\u007f"',  # DEL
 ]
 
 scalars = st.one_of(
@@ -155,8 +197,12 @@ scalars = st.one_of(
     st.just([]),
     st.just({}),
 )
-text_ids = st.text(min_size=1, max_size=24)
-feature_names = st.one_of(st.sampled_from([*FEATURES, "unknown", ""]), st.text(max_size=30))
+#: Control characters and lone surrogates (json.dumps writes a surrogate as an escape).
+hostile_text = st.text(st.characters(categories=["Cc", "Cs", "Ll", "Nd"]), min_size=1, max_size=24)
+text_ids = st.one_of(st.text(min_size=1, max_size=24), hostile_text)
+feature_names = st.one_of(
+    st.sampled_from([*FEATURES, "unknown", ""]), st.text(max_size=30), hostile_text
+)
 finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 candidates = st.lists(
     st.fixed_dictionaries(

@@ -13,10 +13,11 @@ import math
 
 from fastapi import APIRouter, HTTPException, Request
 
-from serving.api.deps import State
+from serving.api.deps import Gate, OffloadedJSONRoute, State
 from serving.schemas import FeedbackRequest, FeedbackResponse
 
-router = APIRouter(prefix="/api/v1", tags=["feedback"])
+# the body is parsed and validated in a worker thread, and the Redis call runs there too
+router = APIRouter(prefix="/api/v1", tags=["feedback"], route_class=OffloadedJSONRoute)
 
 
 def _refuse(state: State, status: int, kind: str, detail: str, **headers: str) -> HTTPException:
@@ -34,7 +35,9 @@ def _refuse(state: State, status: int, kind: str, detail: str, **headers: str) -
         429: {"description": "too many feedback calls from this client (see Retry-After)"},
     },
 )
-async def feedback(req: FeedbackRequest, request: Request, state: State) -> FeedbackResponse:
+async def feedback(
+    req: FeedbackRequest, request: Request, state: State, gate: Gate
+) -> FeedbackResponse:
     client = request.client.host if request.client else "unknown"
     wait = state.feedback_limiter.allow(client)
     if wait > 0:
@@ -59,11 +62,13 @@ async def feedback(req: FeedbackRequest, request: Request, state: State) -> Feed
     if why is not None:
         raise _refuse(state, 403, "feedback_refused", why)
     ttl = max(1, math.ceil(state.settings.feedback_max_age_s))
-    logged = state.events.log_feedback_once(
-        req.request_id,
-        req.user_id,
-        [(c.doc_id, c.position) for c in req.clicks],
-        ttl_seconds=ttl,
+    logged = await gate.run(
+        lambda: state.events.log_feedback_once(
+            req.request_id,
+            req.user_id,
+            [(c.doc_id, c.position) for c in req.clicks],
+            ttl_seconds=ttl,
+        )
     )
     if logged is None:
         raise _refuse(

@@ -18,8 +18,8 @@ router = APIRouter(prefix="/api/v1", tags=["models"])
 async def models(state: State) -> ModelsResponse:
     try:
         snap = state.store.snapshot
-    except ModelNotAvailable as exc:
-        raise HTTPException(503, str(exc)) from None
+    except ModelNotAvailable:  # only raised before the first model has loaded
+        raise HTTPException(503, "no model is loaded") from None
     cfg = snap.config
     weights = {v.version: v.weight for v in cfg.variants} if cfg.variants else {cfg.production: 100}
     roles: dict[str, list[str]] = {}

@@ -1,13 +1,21 @@
-"""POST /api/v1/rank and POST /api/v1/batch_rank."""
+"""POST /api/v1/rank and POST /api/v1/batch_rank.
+
+Bodies are parsed and validated off the event loop (:class:`OffloadedJSONRoute`), the
+ranking runs in a worker thread of the request gate, and so do the background tasks
+(cache write, impression log, shadow scoring). A 5xx answer carries a fixed sentence; the
+exception behind it goes to the log, never to the client.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 
 import orjson
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Response
 
-from serving.api.deps import State
+from serving.api.deps import Gate, OffloadedJSONRoute, State
 from serving.features.schema import MissingRequiredFeatures
 from serving.model_store import ModelNotAvailable
 from serving.schemas import (
@@ -23,23 +31,50 @@ from serving.service import (
     RequestLimitExceeded,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["rank"])
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["rank"], route_class=OffloadedJSONRoute)
+
+#: What a client is told when the reason is internal (the log has the exception).
+FEATURES_UNAVAILABLE = "online feature store unavailable"
+MODEL_ERROR = "the model failed to score this request"
+
+
+def _client_text(exc: BaseException, fallback: str) -> str:
+    """The domain message of ``exc``, unless it quotes the exception behind it (a Redis
+    error names host and port): then ``fallback``."""
+    text = str(exc)
+    behind = exc.__cause__ or exc.__context__
+    if behind is not None and str(behind) and str(behind) in text:
+        return fallback
+    return text
 
 
 def _classify(exc: Exception) -> tuple[int, str, str]:
-    """(HTTP status, error kind, detail) of a domain error."""
+    """(HTTP status, error kind, detail) of a domain error; server-side ones are logged."""
     if isinstance(exc, RequestLimitExceeded):
         return exc.status, "limit", str(exc)
     if isinstance(exc, MissingRequiredFeatures):
         return 422, "missing_features", str(exc)
-    if isinstance(exc, FeaturesUnavailable):
-        return 503, "features_unavailable", str(exc)
-    if isinstance(exc, ModelNotAvailable):
-        return 503, "model_unavailable", str(exc)
     if isinstance(exc, NonFiniteScore) and exc.caused_by_request:
         return 422, "non_finite_score", str(exc)
-    if isinstance(exc, FloatingPointError):
+    behind = exc.__cause__ or exc.__context__
+    # one line per failure that has a cause; a breaker that skips Redis adds none
+    log.log(
+        logging.WARNING if behind is not None else logging.DEBUG,
+        "rank failed: %s: %s (caused by %r)",
+        type(exc).__name__,
+        exc,
+        behind,
+    )
+    if isinstance(exc, FeaturesUnavailable):
+        return 503, "features_unavailable", _client_text(exc, FEATURES_UNAVAILABLE)
+    if isinstance(exc, ModelNotAvailable):  # the model store's own sentences
+        return 503, "model_unavailable", str(exc)
+    if isinstance(exc, NonFiniteScore):  # the service's own sentence
         return 500, "model_error", str(exc)
+    if isinstance(exc, FloatingPointError):
+        return 500, "model_error", MODEL_ERROR
     raise exc
 
 
@@ -70,20 +105,25 @@ def _json(payload: object) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
+def _defer(gate: Gate, background: BackgroundTasks, tasks: list[Callable[[], object]]) -> None:
+    """Run ``tasks`` after the answer, in the gate's worker threads."""
+    for task in tasks:
+        background.add_task(gate.run, task)
+
+
 @router.post("/rank", response_model=RankResponse)
-async def rank(req: RankRequest, state: State, background: BackgroundTasks) -> Response:
+async def rank(req: RankRequest, state: State, gate: Gate, background: BackgroundTasks) -> Response:
     t0 = time.perf_counter()
     tel = state.telemetry
     tel.candidates.observe(len(req.candidates))
     try:
-        outcome = _rank_one(state, req)
+        outcome = await gate.run(_rank_one, state, req)
     except _DOMAIN_ERRORS as exc:
         status, kind, detail = _classify(exc)
         tel.errors.labels(kind=kind).inc()
         tel.requests.labels(endpoint="rank", status=str(status)).inc()
         raise HTTPException(status, detail) from None
-    for task in outcome.background:
-        background.add_task(task)
+    _defer(gate, background, outcome.background)
     response = _json(outcome.payload)
     elapsed = time.perf_counter() - t0
     tel.request_latency.labels(
@@ -95,18 +135,12 @@ async def rank(req: RankRequest, state: State, background: BackgroundTasks) -> R
     return response
 
 
-@router.post("/batch_rank", response_model=BatchRankResponse)
-async def batch_rank(req: BatchRankRequest, state: State, background: BackgroundTasks) -> Response:
-    t0 = time.perf_counter()
+def _rank_all(state: State, items: list[RankRequest]) -> tuple[bytes, list[Callable[[], object]]]:
+    """Rank each item (in a worker thread); the JSON answer and the background tasks."""
     tel = state.telemetry
-    limit = state.settings.max_batch
-    if len(req.requests) > limit:
-        tel.errors.labels(kind="limit").inc()
-        raise HTTPException(
-            413, f"too many requests in batch: {len(req.requests)} > {limit} (LTR_MAX_BATCH)"
-        )
     results: list[dict[str, object]] = []
-    for item in req.requests:
+    tasks: list[Callable[[], object]] = []
+    for item in items:
         t_item = time.perf_counter()
         try:
             outcome = _rank_one(state, item)
@@ -117,14 +151,30 @@ async def batch_rank(req: BatchRankRequest, state: State, background: Background
                 {"ok": False, "result": None, "error": {"status": status, "detail": detail}}
             )
             continue
-        for task in outcome.background:
-            background.add_task(task)
+        tasks.extend(outcome.background)
         results.append({"ok": True, "result": outcome.payload, "error": None})
         _count_success(state, outcome, time.perf_counter() - t_item)
+    return orjson.dumps({"results": results}), tasks
+
+
+@router.post("/batch_rank", response_model=BatchRankResponse)
+async def batch_rank(
+    req: BatchRankRequest, state: State, gate: Gate, background: BackgroundTasks
+) -> Response:
+    t0 = time.perf_counter()
+    tel = state.telemetry
+    limit = state.settings.max_batch
+    if len(req.requests) > limit:
+        tel.errors.labels(kind="limit").inc()
+        raise HTTPException(
+            413, f"too many requests in batch: {len(req.requests)} > {limit} (LTR_MAX_BATCH)"
+        )
+    body, tasks = await gate.run(_rank_all, state, req.requests)
+    _defer(gate, background, tasks)
     tel.request_latency.labels(endpoint="batch_rank", model_version="", variant="").observe(
         time.perf_counter() - t0
     )
     tel.requests.labels(endpoint="batch_rank", status="200").inc()
-    response = _json({"results": results})
+    response = Response(body, media_type="application/json")
     response.background = background
     return response
