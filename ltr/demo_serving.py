@@ -112,7 +112,7 @@ def query_service(
     base = f"http://127.0.0.1:{port}"
     say(
         f"rank service up on {base} in {time.perf_counter() - t0:.1f} s "
-        f"(online store: {'Redis' if settings.redis_url else 'SQLite via the Feast SDK'})"
+        f"(online store: {'Redis' if settings.redis_url else 'SQLite, read directly'})"
     )
     answers = []
     try:

@@ -47,12 +47,22 @@ def demo(
             emit_json(result)
         return
     from ltr.demo import run_demo
+    from ltr.settings import get_settings
 
+    # The research loop keeps its own state under <LTR_HOME>/quick (runs, models, MLflow
+    # unless LTR_MLFLOW_TRACKING_URI is set, offline store) and its own Feast project (the
+    # online store): it never collides with the platform demo's data or routing, so both
+    # commands run in any order on the same LTR_HOME.
+    base = get_settings()
+    settings = base.model_copy(
+        update={"home": base.home / "quick", "feast_project": f"{base.feast_project}_quick"}
+    )
     try:
         result = run_demo(
             train=train,
             valid=valid,
             test=test,
+            settings=settings,
             say=(lambda _m: None) if json_out else typer.echo,
             serve=not no_serve,
         )
