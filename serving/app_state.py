@@ -202,7 +202,7 @@ class AppState:
 
     def warm_readers(self) -> None:
         """Build the feature readers of every served model before traffic arrives (the
-        SQLite fallback imports Feast, which takes seconds)."""
+        Feast SDK fallback imports Feast, which takes seconds)."""
         for model in self.store.snapshot.models.values():
             try:
                 self.reader_for(model)

@@ -5,8 +5,10 @@ Two readers return the same :class:`~serving.features.redis_reader.FeatureReadRe
 - ``redis_reader.RedisFeatureReader`` reads Feast's Redis online store directly, in Feast's
   own key and value layout (``feast_layout``), with one round trip and a vectorised decode.
   It imports neither Feast nor protobuf.
+- ``sqlite_reader.SqliteFeatureReader`` reads Feast's SQLite online store (the embedded
+  default) directly, one query per view, without Feast.
 - ``sdk_reader.SdkFeatureReader`` goes through ``FeatureStore.get_online_features`` (Feast is
-  imported lazily); it serves the embedded SQLite default.
+  imported lazily): the fallback for any other online store.
 
 This module only holds the exceptions both raise, so importing it costs nothing. They derive
 from :class:`serving.errors.ServingError`, like every domain error of the service.

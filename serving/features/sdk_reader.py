@@ -1,4 +1,4 @@
-"""Read candidates' feature vectors through the Feast SDK (the embedded SQLite default).
+"""Read candidates' feature vectors through the Feast SDK (online stores read by no direct reader).
 
 Same contract as :class:`~serving.features.redis_reader.RedisFeatureReader`, built on
 ``FeatureStore.get_online_features``; Feast (about 13 s and 370 MB to import) is imported
