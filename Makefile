@@ -9,7 +9,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving bench-features bench-online clean
+.PHONY: install demo airflow test test-all lint format bench bench-quality bench-export bench-serving bench-adversarial bench-features bench-online clean
 
 install: $(STAMP)
 
@@ -49,8 +49,16 @@ bench-export: install
 bench-quality: install
 	$(PY) -m bench.quality
 
+# The rank service next to the stack a user would assemble (FastAPI + Feast SDK + ONNX
+# Runtime, bench/assembled_stack.py), 1 and 2 uvicorn workers, ratio targets (Redis at
+# 127.0.0.1:6379, db 11)
 bench-serving: install
 	$(PY) -m bench.serving
+
+# Legitimate traffic while another process attacks the service (oversized and error-heavy
+# bodies, a feedback flood, slow clients); starts a private redis-server (64 MB, allkeys-lru)
+bench-adversarial: install
+	$(PY) -m bench.adversarial
 
 # Feature store: materialization into Redis vs Feast's file offline store, online reads vs
 # the Feast SDK (both need the Redis at 127.0.0.1:6379)

@@ -20,6 +20,7 @@ class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    samples: dict[int, bytes] = field(default_factory=dict)  # status -> a body (non-200)
     wall_s: float = 0.0
 
     @property
@@ -53,14 +54,30 @@ class Connection:
         if self.writer is None or self.reader is None:
             raise OSError("connection failed")
         self.writer.write(raw)
+        return await self.response()
+
+    async def response(self) -> tuple[int, bytes]:
+        """Read one response (Content-Length or chunked body)."""
+        if self.reader is None:
+            raise OSError("not connected")
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
+        chunked = False
         for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
+            lower = line.lower()
+            if lower.startswith(b"content-length:"):
                 length = int(line[15:])
-        body = await self.reader.readexactly(length) if length else b""
-        return status, body
+            elif lower.startswith(b"transfer-encoding:") and b"chunked" in lower:
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length) if length else b""
+        parts = []
+        while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+        await self.reader.readuntil(b"\r\n")  # the empty trailer
+        return status, b"".join(parts)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -77,7 +94,7 @@ def http_post(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
 async def _send(conn: Connection, raw: bytes, started: float, res: LoadResult) -> None:
     """One request; latency from ``started`` (the scheduled time in the open loop)."""
     try:
-        status, _ = await conn.request(raw)
+        status, body = await conn.request(raw)
     except (OSError, asyncio.IncompleteReadError, ValueError):
         res.errors += 1
         conn.close()
@@ -88,6 +105,7 @@ async def _send(conn: Connection, raw: bytes, started: float, res: LoadResult) -
         res.latencies_s.append(time.perf_counter() - started)
     else:
         res.errors += 1
+        res.samples.setdefault(status, body[:200])
 
 
 async def _worker(

@@ -1,29 +1,41 @@
-"""Load test of the rank service on loopback: real server, real model, features in Redis.
+"""Load test of the rank service next to the stack a user would assemble, in one run.
 
-    python -m bench.serving [--redis-url redis://127.0.0.1:6379/11] [--seconds 20]
+    python -m bench.serving [--redis-url redis://127.0.0.1:6379/11] [--seconds 15]
 
 Builds a Feast online store in Redis from the project's synthetic data (46 features, 40
 query-document + 6 document-only; 100-document queries and a few 1000-document ones),
 trains and exports an MLP (served, 90 %) and LightGBM (canary, 10 %) that read all their
-features online, starts the service with uvicorn in a child process (cache off, so every
-request does the full path), and measures with the raw-asyncio load generator:
+features online, then starts, one after the other, under uvicorn in a child process
+(uvloop + httptools, no access log, one ONNX Runtime thread per process):
 
-- 100 candidates at a fixed 200 req/s (open loop): p50, p99
-- saturation throughput (closed loop)
-- 1000 candidates (open loop, 20 req/s): p99
-- the service's resident memory with both models loaded
+- the platform's service (cache off, so every request does the full path);
+- the assembled stack (``bench/assembled_stack.py``): FastAPI + Feast
+  ``FeatureStore.get_online_features`` + ONNX Runtime on the same artifact (the MLP), the
+  same registry and the same Redis, written the straightforward way.
 
-Each figure is checked against the absolute budget BENCHMARKS.md publishes for the
-development box (x86_64, 2 cores), and any failed request fails the run; exits 1 when one
-is missed. Absolute times move about 2x between machines (DESIGN.md): these budgets are not
-DESIGN.md's ratio targets against an assembled FastAPI + Feast SDK stack, which this script
-does not run.
+Both get the same requests from the same raw-asyncio load generator, with the same number
+of uvicorn workers (1, then 2). Per configuration: saturation throughput (closed loop, 8
+connections), then p50/p99 at 100 candidates at one fixed rate for both (open loop, at least
+500 requests; half the assembled stack's saturation, at most 200 req/s, so that neither is
+past saturation and the latencies are service times, not queue lengths). The platform's
+service also runs at 200 req/s (1 vs 2 workers) and, with one worker, at 1000 candidates.
+The in-process floor is the same requests' feature read (``RedisFeatureReader.read``) +
+matrix + ONNX Runtime + sort, timed in this process without HTTP, just before the
+platform's one-worker run (its server idle).
+
+Targets are ratios measured in the same run (absolute times move about 2x between
+machines), with one worker each: p50 and p99 >= 10x lower than the assembled stack's,
+saturation throughput >= 5x higher, end-to-end p50 <= 2x the in-process floor; plus the
+service's memory with both models loaded, no failed request on either stack, and the
+assembled stack's answers identical to the platform's where the champion served (so both
+do the same work). Exits 1 when one is missed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -32,7 +44,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +57,16 @@ import numpy as np
 from bench._targets import Targets
 from bench.loadgen import LoadResult, closed_loop, http_post, open_loop
 from ltr.demo_serving import free_port
+
+UVICORN_ARGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log")
+MAX_FIXED_RATE = 200.0  # req/s: the platform's absolute run, and the cap of the common rate
+SAT_CONNECTIONS = 8
+MIN_FIXED_REQUESTS = 500  # a fixed-rate run lasts long enough for this many requests
+# Ratio targets (DESIGN.md), one worker each
+MIN_LATENCY_RATIO = 10.0
+MIN_THROUGHPUT_RATIO = 5.0
+MAX_FLOOR_RATIO = 2.0
+MAX_RSS_MB = 400.0
 
 
 def build(home: Path, redis_url: str, project: str) -> dict[str, Any]:
@@ -134,27 +159,33 @@ def build(home: Path, redis_url: str, project: str) -> dict[str, Any]:
     queries: dict[str, list[str]] = {}
     for qid, rows in ds.iter_queries():
         queries[qid] = [str(d) for d in ds.doc_ids[rows]]
-    return {"models": models, "queries": queries, "materialize": mat}
+    return {"models": models, "champion": versions[0], "queries": queries, "materialize": mat}
 
 
-def bodies(queries: dict[str, list[str]], n_docs: int, count: int, seed: int) -> list[bytes]:
+def request_dicts(
+    queries: dict[str, list[str]], n_docs: int, count: int, seed: int
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     eligible = [q for q, docs in queries.items() if len(docs) >= n_docs]
-    out = []
-    for i in range(count):
-        q = eligible[i % len(eligible)]
-        docs = queries[q][:n_docs]
-        body = {
-            "query_id": q,
+    return [
+        {
+            "query_id": (q := eligible[i % len(eligible)]),
             "user_id": f"u{int(rng.integers(1_000_000))}",
-            "candidates": [{"doc_id": d} for d in docs],
+            "candidates": [{"doc_id": d} for d in queries[q][:n_docs]],
         }
-        out.append(http_post("/api/v1/rank", json.dumps(body).encode()))
-    return out
+        for i in range(count)
+    ]
 
 
-def start_server(home: Path, redis_url: str, project: str, port: int) -> subprocess.Popen[bytes]:
-    """The service as the benchmark runs it: uvloop + httptools, cache off, no access log."""
+def encode(requests: list[dict[str, Any]]) -> list[bytes]:
+    return [http_post("/api/v1/rank", json.dumps(body).encode()) for body in requests]
+
+
+# ----------------------------------------------------------------------------- servers
+def start_platform(
+    home: Path, redis_url: str, project: str, port: int, workers: int
+) -> subprocess.Popen[bytes]:
+    """The platform's service as the benchmark runs it: cache off, no access log."""
     from ltr.demo_serving import start_service
     from ltr.settings import Settings
 
@@ -162,24 +193,125 @@ def start_server(home: Path, redis_url: str, project: str, port: int) -> subproc
     return start_service(
         settings,
         port,
-        timeout_s=60.0,
+        timeout_s=120.0,
         extra_env={"LTR_CACHE_ENABLED": "false", "LTR_REDIS_TIMEOUT_MS": "200"},
-        uvicorn_args=("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+        uvicorn_args=(*UVICORN_ARGS, "--workers", str(workers)),
     )
 
 
+def write_feast_yaml(folder: Path, home: Path, redis_url: str, project: str) -> Path:
+    """The ``feature_store.yaml`` a user would write: the platform's registry and Redis,
+    Feast's stock Redis online store."""
+    from ltr.features.definitions import ENTITY_KEY_SERIALIZATION_VERSION, REGISTRY_FILE
+    from ltr.features.store import redis_connection_string
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "feature_store.yaml").write_text(
+        f"project: {project}\n"
+        f"registry: {(home / REGISTRY_FILE).resolve()}\n"
+        "provider: local\n"
+        "online_store:\n"
+        "  type: redis\n"
+        f'  connection_string: "{redis_connection_string(redis_url)}"\n'
+        "offline_store:\n"
+        "  type: file\n"
+        f"entity_key_serialization_version: {ENTITY_KEY_SERIALIZATION_VERSION}\n"
+    )
+    return folder
+
+
+def start_assembled(
+    model_dir: Path, feast_repo: Path, port: int, workers: int, probe: bytes, timeout_s: float
+) -> subprocess.Popen[bytes]:
+    """``bench/assembled_stack.py`` under uvicorn, returned once a rank request answers 200."""
+    from bench.assembled_stack import FEAST_REPO_ENV, MODEL_DIR_ENV
+
+    env = {**os.environ, MODEL_DIR_ENV: str(model_dir), FEAST_REPO_ENV: str(feast_repo)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.assembled_stack:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *UVICORN_ARGS,
+        "--workers",
+        str(workers),
+    ]
+    proc = subprocess.Popen(cmd, env=env)
+    body = probe.split(b"\r\n\r\n", 1)[1]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the assembled stack exited during start-up ({proc.returncode})")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/rank",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                if resp.status == 200:
+                    return proc
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError(f"the assembled stack was not ready after {timeout_s:.0f} s")
+
+
+def post_rank(port: int, raw: bytes) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/rank",
+        data=raw.split(b"\r\n\r\n", 1)[1],
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
+
+
+def same_ranking(platform_answer: dict[str, Any], assembled_answer: dict[str, Any]) -> bool:
+    """Same documents in the same order with the same scores (to float32 precision)."""
+    p, a = platform_answer["ranked"], assembled_answer["ranked"]
+    return [d["doc_id"] for d in p] == [d["doc_id"] for d in a] and bool(
+        np.allclose([d["score"] for d in p], [d["score"] for d in a], rtol=1e-5, atol=1e-6)
+    )
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def rss_mb(pid: int) -> float:
+    """Resident memory of a server: the process and its children (uvicorn workers)."""
     import psutil
 
-    return float(psutil.Process(pid).memory_info().rss / 2**20)
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += child.memory_info().rss
+    return float(total / 2**20)
 
 
-def server_means_ms(port: int) -> dict[str, float]:
-    """Mean server-side time per stage (and end to end) from the service's own /metrics."""
+def server_totals(port: int) -> dict[str, tuple[float, float]]:
+    """(seconds, count) per stage (and end to end) from the service's own /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
+    totals: dict[str, list[float]] = {}
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -188,11 +320,193 @@ def server_means_ms(port: int) -> dict[str, float]:
             ("ltr_stage_latency_seconds", "stage"),
             ("ltr_request_latency_seconds", "endpoint"),
         ):
-            for suffix, store in (("_sum", sums), ("_count", counts)):
+            for slot, suffix in enumerate(("_sum", "_count")):
                 if name.startswith(metric + suffix + "{"):
                     key = name.split(f'{label}="', 1)[1].split('"', 1)[0]
-                    store[key] = store.get(key, 0.0) + float(value)
-    return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
+                    totals.setdefault(key, [0.0, 0.0])[slot] += float(value)
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+def means_between(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Mean ms per stage over the requests served between two :func:`server_totals`."""
+    out = {}
+    for key, (total, count) in after.items():
+        total0, count0 = before.get(key, (0.0, 0.0))
+        if count > count0:
+            out[key] = 1000 * (total - total0) / (count - count0)
+    return out
+
+
+# ----------------------------------------------------------------------------- floor
+def floor_ms(
+    models: Path, redis_url: str, project: str, requests: list[dict[str, Any]], passes: int
+) -> np.ndarray:
+    """Per-request ms of feature read + matrix + ONNX Runtime + sort, in this process.
+
+    The model is the one the service's router picks for the request's user (canary split),
+    the reader the service's (``RedisFeatureReader``, Lua), the session the service's
+    (``load_version``: one thread, no spinning). No HTTP, no JSON, no pydantic.
+    """
+    from ltr.features.store import redis_connection_string
+    from serving.features.redis_reader import (
+        FeatureViewSpec,
+        RedisFeatureReader,
+        redis_client_from_connection_string,
+    )
+    from serving.features.schema import assemble
+    from serving.model_store import ModelStore
+
+    store = ModelStore(models, threads=1)
+    store.load()
+    snap = store.snapshot
+    client = redis_client_from_connection_string(
+        redis_connection_string(redis_url), socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    readers = {}
+    for version, model in snap.models.items():
+        declared = model.metadata.get("feature_views") or {}
+        specs = [
+            FeatureViewSpec(
+                vc.view, tuple(declared[vc.view]["join_keys"]), declared[vc.view]["dim"]
+            )
+            for vc in model.schema.views
+        ]
+        readers[version] = RedisFeatureReader(client, project, key_version=3, views=specs)
+    work = []
+    for body in requests:
+        model = snap.get(snap.router.decide(body["user_id"], "floor").version)
+        doc_ids = [c["doc_id"] for c in body["candidates"]]
+        work.append((readers[model.version], model, body["query_id"], doc_ids))
+
+    def one(reader: Any, model: Any, query_id: str, doc_ids: list[str]) -> None:
+        result = reader.read(query_id, doc_ids)
+        x, _ = assemble(model.schema, doc_ids, [None] * len(doc_ids), result.vectors, result.found)
+        np.argsort(-model.score(x), kind="stable")
+
+    for item in work[:50]:  # warm-up
+        one(*item)
+    times = []
+    for _ in range(passes):
+        for item in work:
+            t = time.perf_counter()
+            one(*item)
+            times.append(time.perf_counter() - t)
+    client.close()
+    return np.asarray(times) * 1e3
+
+
+# ----------------------------------------------------------------------------- load
+@dataclass
+class StackRun:
+    """What one server configuration measured."""
+
+    name: str
+    workers: int
+    sat: LoadResult
+    fixed: dict[float, LoadResult] = field(default_factory=dict)  # rate -> result
+    big: LoadResult | None = None
+    rss_mb: float = float("nan")
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        runs = [self.sat, *self.fixed.values(), *([self.big] if self.big else [])]
+        return sum(r.errors for r in runs)
+
+
+def common_rate(assembled_sat: float) -> float:
+    """The fixed rate both stacks get: half the assembled stack's saturation, at most 200/s."""
+    return float(max(1.0, min(MAX_FIXED_RATE, round(0.5 * assembled_sat))))
+
+
+async def measure(
+    port: int,
+    b100: list[bytes],
+    workers: int,
+    sat_seconds: float,
+    seconds: float,
+    rates_for: Callable[[float], list[float]],
+    b1000: list[bytes] | None = None,
+    stages: dict[str, float] | None = None,
+) -> tuple[LoadResult, dict[float, LoadResult], LoadResult | None]:
+    """Warm-up, saturation (closed loop), then the fixed rates ``rates_for(saturation)``
+    (open loop), then 1000 candidates at 20 req/s when ``b1000`` is given. ``stages``, when
+    given, receives the server-side means of the first fixed-rate run (one worker only:
+    /metrics is per process)."""
+    host = "127.0.0.1"
+    await closed_loop(host, port, b100, 2 * workers + 2, 2.0 + 2.0 * workers)  # warm-up
+    if b1000:
+        await closed_loop(host, port, b1000, 1, 2.0)
+    sat = await closed_loop(host, port, b100, SAT_CONNECTIONS, sat_seconds)
+    fixed = {}
+    for i, rate in enumerate(rates_for(sat.throughput)):
+        duration = max(seconds, MIN_FIXED_REQUESTS / rate)  # enough requests for a p99
+        before = server_totals(port) if stages is not None and i == 0 else None
+        fixed[rate] = await open_loop(host, port, b100, rate, duration, connections=16)
+        if before is not None and stages is not None:
+            stages.update(means_between(before, server_totals(port)))
+    big = await open_loop(host, port, b1000, 20.0, 10.0, connections=4) if b1000 else None
+    return sat, fixed, big
+
+
+# ----------------------------------------------------------------------------- report
+def ms(value: float) -> str:
+    return f"{value:.2f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def print_side_by_side(platform_run: StackRun, assembled: StackRun, rate: float) -> None:
+    p, a = platform_run, assembled
+    pf, af = p.fixed[rate], a.fixed[rate]
+    rows = [
+        (
+            f"saturation ({SAT_CONNECTIONS} conns)",
+            f"{p.sat.throughput:.0f} req/s",
+            f"{a.sat.throughput:.0f} req/s",
+            p.sat.throughput / a.sat.throughput,
+        ),
+        (
+            f"p50 @{rate:.0f} req/s",
+            ms(pf.pct_ms(50)),
+            ms(af.pct_ms(50)),
+            af.pct_ms(50) / pf.pct_ms(50),
+        ),
+        (
+            f"p99 @{rate:.0f} req/s",
+            ms(pf.pct_ms(99)),
+            ms(af.pct_ms(99)),
+            af.pct_ms(99) / pf.pct_ms(99),
+        ),
+        (
+            "saturation p50 latency",
+            ms(p.sat.pct_ms(50)),
+            ms(a.sat.pct_ms(50)),
+            a.sat.pct_ms(50) / p.sat.pct_ms(50),
+        ),
+        ("resident memory", f"{p.rss_mb:.0f} MB", f"{a.rss_mb:.0f} MB", a.rss_mb / p.rss_mb),
+        ("non-200 or failed", str(p.errors), str(a.errors), float("nan")),
+    ]
+    print(f"\n{p.workers} uvicorn worker(s) each, 100 candidates")
+    print(f"  {'':<26}{'platform':>14}{'assembled':>14}{'platform better by':>20}")
+    for name, pv, av, ratio in rows:
+        r = "" if np.isnan(ratio) else f"{ratio:.1f}x"
+        print(f"  {name:<26}{pv:>14}{av:>14}{r:>20}")
+
+
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def load_average() -> str:
+    load1, load5, _ = os.getloadavg()
+    return f"{load1:.2f} (1 min) {load5:.2f} (5 min)"
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {usable_cores()} usable cores"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,13 +514,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--redis-url", default=os.environ.get("LTR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
     )
-    ap.add_argument("--seconds", type=float, default=20.0, help="duration of the 200 req/s run")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=15.0,
+        help="least duration of each fixed-rate run (longer when under 500 requests)",
+    )
+    ap.add_argument("--sat-seconds", type=float, default=10.0, help="duration of saturation runs")
+    ap.add_argument(
+        "--workers",
+        default="1,2",
+        help="uvicorn worker counts to run both stacks with; targets use the first",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary LTR_HOME")
     args = ap.parse_args(argv)
+    worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    if not worker_counts or min(worker_counts) < 1:
+        ap.error("--workers needs one or more positive integers")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     project = f"bench{os.getpid()}"
     home = Path(tempfile.mkdtemp(prefix="ltr-bench-serving-"))
-    proc = None
+    procs: list[subprocess.Popen[bytes] | None] = []
     try:
         t0 = time.perf_counter()
         built = build(home, args.redis_url, project)
@@ -216,61 +544,171 @@ def main(argv: list[str] | None = None) -> int:
             f"into Redis at {mat['rows_per_second']:.0f} rows/s",
             flush=True,
         )
-        port = free_port()
-        proc = start_server(home, args.redis_url, project, port)
-        b100 = bodies(built["queries"], 100, 600, seed=0)
-        b1000 = bodies(built["queries"], 1000, 40, seed=1)
+        r100 = request_dicts(built["queries"], 100, 600, seed=0)
+        b100 = encode(r100)
+        b1000 = encode(request_dicts(built["queries"], 1000, 40, seed=1))
+        feast_repo = write_feast_yaml(home / "assembled", home, args.redis_url, project)
+        model_dir = built["models"] / "versions" / built["champion"]
 
-        async def run() -> dict[str, LoadResult]:
-            host = "127.0.0.1"
-            await closed_loop(host, port, b100, 4, 3.0)  # warm-up
-            await closed_loop(host, port, b1000, 1, 2.0)
-            fixed = await open_loop(host, port, b100, 200.0, args.seconds, connections=16)
-            sat = await closed_loop(host, port, b100, 8, 10.0)
-            big = await open_loop(host, port, b1000, 20.0, 10.0, connections=4)
-            return {"fixed": fixed, "sat": sat, "big": big}
-
-        res = asyncio.run(run())
-        mem = rss_mb(proc.pid)
-        stages = server_means_ms(port)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/models", timeout=5) as r:
-            served = json.loads(r.read())
-        fixed, sat, big = res["fixed"], res["sat"], res["big"]
-        errors = fixed.errors + sat.errors + big.errors
-        print(
-            f"\nrank service benchmark, {datetime.now(UTC):%Y-%m-%d}, {platform.machine()} "
-            f"{os.cpu_count()} cores, one uvicorn worker, cache off, features from Redis "
-            f"(Feast layout), load generator in a separate process on the same cores"
-        )
-        print(
-            f"requests: {fixed.count} @200/s ({fixed.throughput:.0f}/s achieved), {sat.count} "
-            f"saturation, {big.count} with 1000 candidates; non-200 or failed: {errors}"
-        )
-        print(
-            f"saturation latency p50 {sat.pct_ms(50):.2f} ms, p99 {sat.pct_ms(99):.2f} ms; "
-            f"1000 candidates p50 {big.pct_ms(50):.2f} ms"
-        )
-        print("server-side means (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
-        print(
-            "versions served: "
-            + ", ".join(
-                f"{v['version']} ({v['requests']} requests, {v['errors']} errors)"
-                for v in served["versions"]
+        runs: dict[tuple[str, int], StackRun] = {}
+        rates: dict[int, float] = {}
+        floor = np.full(1, np.nan)
+        assembled_answers: list[dict[str, Any]] = []
+        compared = agree = 0
+        load_before = load_average()
+        for workers in worker_counts:
+            port = free_port()
+            proc = start_assembled(model_dir, feast_repo, port, workers, b100[0], 180.0)
+            procs.append(proc)
+            if workers == worker_counts[0]:
+                assembled_answers = [post_rank(port, raw) for raw in b100[:20]]
+            sat, fixed, _ = asyncio.run(
+                measure(
+                    port,
+                    b100,
+                    workers,
+                    args.sat_seconds,
+                    args.seconds,
+                    lambda thr: [common_rate(thr)],
+                )
             )
+            rate = rates[workers] = next(iter(fixed))
+            runs["assembled", workers] = StackRun(
+                "assembled", workers, sat, fixed, rss_mb=rss_mb(proc.pid)
+            )
+            stop(proc)
+            print(f"assembled stack, {workers} worker(s): measured", flush=True)
+
+            port = free_port()
+            proc = start_platform(home, args.redis_url, project, port, workers)
+            procs.append(proc)
+            primary = workers == worker_counts[0]
+            if primary:
+                # the same answers as the assembled stack where the champion served (the
+                # canary is another model)
+                for raw, theirs in zip(b100[:20], assembled_answers, strict=True):
+                    ours = post_rank(port, raw)
+                    if ours["model_version"] == built["champion"]:
+                        compared += 1
+                        agree += same_ranking(ours, theirs)
+                # timed next to the run it is compared with (the server idles)
+                floor = floor_ms(built["models"], args.redis_url, project, r100, passes=3)
+            stages: dict[str, float] = {}
+            sat, fixed, big = asyncio.run(
+                measure(
+                    port,
+                    b100,
+                    workers,
+                    args.sat_seconds,
+                    args.seconds,
+                    lambda _, r=rate: sorted({r, MAX_FIXED_RATE}),
+                    b1000 if primary else None,
+                    stages if workers == 1 else None,
+                )
+            )
+            run = StackRun("platform", workers, sat, fixed, big, rss_mb=rss_mb(proc.pid))
+            run.stages = stages
+            runs["platform", workers] = run
+            stop(proc)
+            print(f"platform's service, {workers} worker(s): measured", flush=True)
+
+        print(
+            f"\nrank service vs assembled FastAPI + Feast SDK + ONNX Runtime, "
+            f"{datetime.now(UTC):%Y-%m-%d}, {machine()}, load average {load_before} before "
+            f"the load runs and {load_average()} after; features from Redis (Feast layout), "
+            "platform cache off, load generator in this process on the same cores"
         )
+        for workers in worker_counts:
+            print_side_by_side(
+                runs["platform", workers], runs["assembled", workers], rates[workers]
+            )
+        first = runs["platform", worker_counts[0]]
+        print("\nplatform's service only")
+        floor_p50 = float(np.percentile(floor, 50))
+        print(
+            f"  in-process floor p50 {floor_p50:.3f} ms, p99 {np.percentile(floor, 99):.3f} ms; "
+            f"end-to-end p50 @{rates[worker_counts[0]]:.0f} req/s is "
+            f"{first.fixed[rates[worker_counts[0]]].pct_ms(50) / floor_p50:.2f}x the floor"
+        )
+        for workers in worker_counts:
+            r = runs["platform", workers].fixed[MAX_FIXED_RATE]
+            print(
+                f"  {workers} worker(s) @{MAX_FIXED_RATE:.0f} req/s: p50 {ms(r.pct_ms(50))}, "
+                f"p99 {ms(r.pct_ms(99))} ({r.throughput:.0f}/s achieved); saturation "
+                f"{runs['platform', workers].sat.throughput:.0f} req/s"
+            )
+        if first.big is not None:
+            print(
+                f"  1000 candidates @20 req/s ({worker_counts[0]} worker(s)): p50 "
+                f"{ms(first.big.pct_ms(50))}, p99 {ms(first.big.pct_ms(99))}"
+            )
+        if first.stages:
+            print(
+                f"  server-side means @{rates[1]:.0f} req/s, 1 worker (ms): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in first.stages.items())
+            )
+        if 1 in worker_counts and 2 in worker_counts:
+            one, two = runs["platform", 1], runs["platform", 2]
+            thr = two.sat.throughput / one.sat.throughput
+            p50 = one.fixed[MAX_FIXED_RATE].pct_ms(50) / two.fixed[MAX_FIXED_RATE].pct_ms(50)
+            p99 = one.fixed[MAX_FIXED_RATE].pct_ms(99) / two.fixed[MAX_FIXED_RATE].pct_ms(99)
+            votes = {thr > 1.0, p99 > 1.0}
+            verdict = (
+                "split: "
+                + ("2 workers" if thr > 1.0 else "1 worker")
+                + " on throughput, "
+                + ("2 workers" if p99 > 1.0 else "1 worker")
+                + " on p99"
+                if len(votes) == 2
+                else ("2 workers win" if True in votes else "1 worker wins")
+            )
+            print(
+                f"  2 workers / 1 worker ({usable_cores()} cores): saturation x{thr:.2f}, "
+                f"p50 @{MAX_FIXED_RATE:.0f} req/s x{1 / p50:.2f}, p99 x{1 / p99:.2f} "
+                f"-> {verdict}"
+            )
         print()
+
+        w = worker_counts[0]
+        p, a, rate = runs["platform", w], runs["assembled", w], rates[w]
         targets = Targets()
-        targets.at_most("100 candidates @200 req/s p50", fixed.pct_ms(50), 3.0, "ms")
-        targets.at_most("100 candidates @200 req/s p99", fixed.pct_ms(99), 10.0, "ms")
-        targets.at_least("saturation throughput (8 conns)", sat.throughput, 500.0, "req/s", ".0f")
-        targets.at_most("1000 candidates @20 req/s p99", big.pct_ms(99), 40.0, "ms")
-        targets.at_most("service RSS, 2 models loaded", mem, 400.0, "MB", ".0f")
-        targets.at_most("non-200 or failed requests", errors, 0, fmt="d")
+        for q in (50, 99):
+            targets.at_least(
+                f"p{q} @{rate:.0f} req/s, assembled / platform ({w} worker)",
+                a.fixed[rate].pct_ms(q) / p.fixed[rate].pct_ms(q),
+                MIN_LATENCY_RATIO,
+                "x",
+                ".1f",
+            )
+        targets.at_least(
+            f"saturation throughput, platform / assembled ({w} worker)",
+            p.sat.throughput / a.sat.throughput,
+            MIN_THROUGHPUT_RATIO,
+            "x",
+            ".1f",
+        )
+        targets.at_most(
+            f"end-to-end p50 @{rate:.0f} req/s / in-process floor p50",
+            p.fixed[rate].pct_ms(50) / floor_p50,
+            MAX_FLOOR_RATIO,
+            "x",
+            ".2f",
+        )
+        targets.at_most(
+            f"service RSS, 2 models loaded ({w} worker)", p.rss_mb, MAX_RSS_MB, "MB", ".0f"
+        )
+        targets.check(
+            "assembled stack ranks like the platform (champion's answers compared)",
+            f"{agree} of {compared} identical",
+            "all, at least 1",
+            compared > 0 and agree == compared,
+        )
+        errors = sum(r.errors for r in runs.values())
+        targets.at_most("non-200 or failed requests, both stacks", errors, 0, fmt="d")
         return targets.report()
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
+        for proc in procs:
+            stop(proc)
         try:
             import redis
 
