@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 from support.env import isolated_home
-from support.net import LOOPBACK, free_port
 from support.online import graded_by_v1
 from support.serving import REDIS_URL, LiveServer, export_templates, make_settings
+from support.smtp import StoringHandler, smtp_sink
 
 from ltr.online.clickmodel import ClickModel
 from ltr.online.simulate import TrafficSimulator
@@ -33,15 +31,6 @@ from ltr.online.simulate import TrafficSimulator
 pytestmark = [pytest.mark.dags, pytest.mark.integration]
 
 DAG_ID = "ltr_weekly_report"
-
-
-@dataclass
-class Inbox:
-    messages: list[tuple[list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.original_content)))
-        return "250 OK"
 
 
 @dataclass
@@ -107,22 +96,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, airflow_db: str) -> Iterator[E
 
 
 @pytest.fixture
-def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname=LOOPBACK, port=port)
-    controller.start()
-    conn = {
-        "conn_type": "smtp",
-        "host": LOOPBACK,
-        "port": port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 1},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
-    try:
+def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[StoringHandler]:
+    with smtp_sink(monkeypatch) as handler:
         yield handler
-    finally:
-        controller.stop()
 
 
 def run_dag(dagbag: Any, **conf: Any) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -136,7 +112,7 @@ def run_dag(dagbag: Any, **conf: Any) -> tuple[str, dict[str, str], dict[str, An
 
 
 def test_the_weekly_report_is_drained_analysed_rendered_fed_back_and_mailed(
-    dagbag: Any, env: Env, inbox: Inbox
+    dagbag: Any, env: Env, inbox: StoringHandler
 ) -> None:
     today = datetime.now(UTC).date().isoformat()
     state, tasks, xcom = run_dag(
@@ -178,7 +154,7 @@ def test_the_weekly_report_is_drained_analysed_rendered_fed_back_and_mailed(
 
     # the e-mail arrived through the SMTP connection, whole
     assert len(inbox.messages) == 1
-    rcpt, raw = inbox.messages[0]
+    rcpt, raw = inbox.messages[0].rcpt_tos, inbox.messages[0].raw
     assert rcpt == ["team@example.com"] and len(raw) < 1_000_000
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg.get_content_type() == "multipart/alternative"

@@ -13,14 +13,14 @@ import email.policy
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from support.net import LOOPBACK, free_port
+from support.report_data import full_data
+from support.smtp import StoringHandler, smtp_sink
 
 from ltr.online.mail import (
     MAX_MESSAGE_BYTES,
@@ -38,26 +38,6 @@ SENDER = "ltr-reports@example.com"
 RECIPIENTS = ["ranking-team@example.com", "Oncall <oncall@example.org>"]
 
 
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    raw: bytes
-
-
-@dataclass
-class StoringHandler:
-    """An aiosmtpd handler that keeps every message's envelope and raw bytes."""
-
-    messages: list[Received] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
-        )
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def airflow_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Airflow as outside a task: its home in a temporary folder (so no metadata database
@@ -69,101 +49,13 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 @pytest.fixture
 def smtp_server(airflow_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoringHandler]:
-    handler = StoringHandler()
-    port = free_port()
-    controller = Controller(handler, hostname=LOOPBACK, port=port)
-    controller.start()
-    connection = {
-        "conn_type": "smtp",
-        "host": LOOPBACK,
-        "port": port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 1},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
-    try:
+    with smtp_sink(monkeypatch) as handler:
         yield handler
-    finally:
-        controller.stop()
-
-
-def report_data() -> dict[str, Any]:
-    """A week with data for every chart."""
-    variants = [
-        {
-            "model_version": v,
-            "variant": name,
-            "impressions": 1000,
-            "queries": 1000,
-            "ctr_at": {"1": 0.3, "10": ctr},
-            "clicks_per_query": 0.9,
-            "mrr": mrr,
-            "abandonment": 0.35,
-            "latency_p50_ms": 3.0,
-            "latency_p99_ms": 9.0,
-            "error_rate": 0.001,
-            "requests": 1010,
-        }
-        for v, name, ctr, mrr in (("v1", "production", 0.6, 0.41), ("v2", "canary", 0.66, 0.45))
-    ]
-    return {
-        "week": {"start": "2026-01-05", "end": "2026-01-12"},
-        "generated_at": "2026-01-12T06:00:00+00:00",
-        "variants": variants,
-        "trend": [
-            {
-                "week_start": w,
-                "model_version": "v1",
-                "variant": "production",
-                "ctr_at_10": 0.6,
-                "mrr": 0.41,
-                "impressions": 900,
-            }
-            for w in ("2025-12-22", "2025-12-29", "2026-01-05")
-        ],
-        "offline_vs_online": [
-            {
-                "model_version": "v1",
-                "offline_ndcg_at_10": 0.68,
-                "online_mrr": 0.41,
-                "online_ctr_at_10": 0.6,
-            },
-            {
-                "model_version": "v2",
-                "offline_ndcg_at_10": 0.71,
-                "online_mrr": 0.45,
-                "online_ctr_at_10": 0.66,
-            },
-        ],
-        "interleaving": {
-            "a": "v1",
-            "b": "v2",
-            "n": 2000,
-            "wins_a": 300,
-            "wins_b": 420,
-            "ties": 1280,
-            "preference": 0.06,
-            "ci": [0.03, 0.09],
-            "p_value": 0.0004,
-            "winner": "b",
-            "alpha": 0.05,
-        },
-        "ab": None,
-        "decision": {
-            "winner": "v2",
-            "source": "interleaving",
-            "effect": 0.06,
-            "ci": [0.03, 0.09],
-            "p_value": 0.0004,
-            "recommendation": "promote_b",
-            "reason": "interleaving prefers v2",
-        },
-        "events": {"impressions": 3200, "clicks": 2100, "drained_until": "1700000000000-0"},
-    }
 
 
 @pytest.fixture
 def artifacts(tmp_path: Path) -> ReportArtifacts:
-    return render_report(report_data(), tmp_path / "report")
+    return render_report(full_data(), tmp_path / "report")
 
 
 def message(artifacts: ReportArtifacts) -> EmailMessage:
