@@ -55,7 +55,7 @@ import numpy as np
 
 from bench._targets import Targets
 from bench.loadgen import Connection, LoadResult, closed_loop, http_post, open_loop
-from ltr.demo_serving import free_port
+from ltr.demo_serving import free_port, stop_process
 
 MAXMEMORY_MB = 64
 MAX_P99_RATIO = 3.0
@@ -340,17 +340,6 @@ def legit_requests(queries: dict[str, list[str]], count: int, seed: int) -> list
         }
         out.append(http_post("/api/v1/rank", json.dumps(body).encode()))
     return out
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def load_average() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import tempfile
 import time
 import uuid
@@ -33,26 +32,15 @@ DATASETS = Path(
 
 
 def export_pair(models: Path) -> dict[str, float]:
-    from ltr.data.dataset import LetorDataset
     from ltr.data.folds import load_fold
     from ltr.export.onnx_export import export_ranker, feature_schema
     from ltr.metrics import evaluate
     from ltr.model_store import write_routing
     from ltr.models.gbdt import LightGBMRanker
-    from ltr.online.power import WEAK_DROPPED_FEATURES
+    from ltr.online.power import weak_columns
 
     train, valid, test = load_fold(DATASETS / "mq2008", 1)
-    keep = [c for c in range(train.n_features) if c + 1 not in WEAK_DROPPED_FEATURES]
-
-    def columns(ds: LetorDataset) -> LetorDataset:
-        return LetorDataset(
-            features=ds.features[:, keep],
-            labels=ds.labels,
-            qids=ds.qids,
-            doc_ids=ds.doc_ids,
-            feature_names=[ds.feature_names[c] for c in keep],
-            source=ds.source,
-        )
+    columns = weak_columns
 
     ndcg = {}
     for version, (tr, va, te) in {
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ltr.data.folds import load_fold
-    from ltr.demo_serving import free_port, start_service
+    from ltr.demo_serving import free_port, start_service, stop_process
     from ltr.online.analysis import interleaving_test
     from ltr.online.clickmodel import ClickModel
     from ltr.online.drain import Drainer, read_events
@@ -134,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             report = sim.run(args.queries, max_seconds=600)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
         print(
             f"simulated: {report.answered}/{report.sent} answered in {report.seconds:.1f} s "
             f"({report.answered / max(report.seconds, 1e-9):.0f} queries/s with "

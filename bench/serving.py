@@ -56,7 +56,7 @@ import numpy as np
 
 from bench._targets import Targets
 from bench.loadgen import LoadResult, closed_loop, http_post, open_loop
-from ltr.demo_serving import free_port
+from ltr.demo_serving import free_port, stop_process
 
 UVICORN_ARGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log")
 MAX_FIXED_RATE = 200.0  # req/s: the platform's absolute run, and the cap of the common rate
@@ -284,15 +284,7 @@ def same_ranking(platform_answer: dict[str, Any], assembled_answer: dict[str, An
     )
 
 
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+stop = stop_process
 
 
 def rss_mb(pid: int) -> float:

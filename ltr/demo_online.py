@@ -36,7 +36,7 @@ def event_redis(settings: Settings, home: Path) -> Iterator[str | None]:
         return
     import redis
 
-    from ltr.demo_serving import free_port
+    from ltr.demo_serving import free_port, stop_process
 
     port = free_port()
     folder = home / "demo" / "redis"
@@ -61,11 +61,7 @@ def event_redis(settings: Settings, home: Path) -> Iterator[str | None]:
         client.close()
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 10.0)
 
 
 def stream_prefix(home: Path) -> str:

@@ -200,7 +200,7 @@ class Traffic(threading.Thread):
 
 
 def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
-    from ltr.demo_serving import free_port, start_service
+    from ltr.demo_serving import free_port, start_service, stop_process
 
     t0 = time.perf_counter()
     home = settings.home.resolve()
@@ -293,11 +293,7 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
             say("the online loop (simulated users, drain, weekly report) is skipped")
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
             say("rank service stopped")
         stack.close()
     routing = json.loads((home / "models" / "routing.json").read_text())

@@ -22,6 +22,18 @@ from ltr.settings import Settings
 FEATURE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL (a process already gone is left)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -164,11 +176,7 @@ def query_service(
             + ", ".join(f"{v['version']} ({v['requests']} requests)" for v in models["versions"])
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     say("rank service stopped")
     return answers
 

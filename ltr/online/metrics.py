@@ -163,23 +163,11 @@ def per_user(log_df: pd.DataFrame, metric: str = "rr") -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- service side
 def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
-    """Prometheus' ``histogram_quantile`` on cumulative ``(le, count)`` pairs: linear
-    interpolation inside the bucket; the highest finite bound when it lands in +Inf."""
-    pairs = sorted(buckets)
-    if not pairs or pairs[-1][1] <= 0:
-        return None
-    total = pairs[-1][1]
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in pairs:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
-    return prev_le
+    """Prometheus' ``histogram_quantile`` on cumulative ``(le, count)`` pairs (the promotion's
+    own implementation, :func:`ltr.observation.quantile`)."""
+    from ltr.observation import quantile
+
+    return quantile(q, dict(buckets))
 
 
 def service_latency(metrics_text: str) -> dict[tuple[str, str], dict[str, float | None]]:

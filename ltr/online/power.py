@@ -392,6 +392,19 @@ class RankerPair:
         return self.ndcg10_b - self.ndcg10_a
 
 
+def weak_columns(ds: LetorDataset) -> LetorDataset:
+    """``ds`` without the features of :data:`WEAK_DROPPED_FEATURES` (1-based ids)."""
+    keep = [c for c in range(ds.n_features) if c + 1 not in WEAK_DROPPED_FEATURES]
+    return LetorDataset(
+        features=ds.features[:, keep],
+        labels=ds.labels,
+        qids=ds.qids,
+        doc_ids=ds.doc_ids,
+        feature_names=[ds.feature_names[c] for c in keep],
+        source=ds.source,
+    )
+
+
 def mq2008_ranker_pair(
     root: str | Path, *, fold: int = 1, seed: int = 42, threads: int = 1
 ) -> RankerPair:
@@ -410,18 +423,7 @@ def mq2008_ranker_pair(
 
     began = time.perf_counter()
     train, valid, test = load_fold(root, fold)
-    keep = [c for c in range(train.n_features) if c + 1 not in WEAK_DROPPED_FEATURES]
-
-    def columns(ds: LetorDataset) -> LetorDataset:
-        return LetorDataset(
-            features=ds.features[:, keep],
-            labels=ds.labels,
-            qids=ds.qids,
-            doc_ids=ds.doc_ids,
-            feature_names=[ds.feature_names[c] for c in keep],
-            source=ds.source,
-        )
-
+    columns = weak_columns
     strong, _ = LightGBMRanker.fit(train, valid, seed=seed, threads=threads)
     weak, _ = LightGBMRanker.fit(columns(train), columns(valid), seed=seed, threads=threads)
     scores_b = strong.score(test)
