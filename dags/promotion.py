@@ -164,8 +164,11 @@ def _failed_steps() -> list[str]:
 def ltr_promotion() -> Any:
     @task
     def deploy() -> dict[str, Any]:
+        from ltr.pipelines.conf import refuse_unknown_conf
         from ltr.pipelines.promotion import deploy_step
 
+        ctx = get_current_context()
+        refuse_unknown_conf(ctx["dag_run"].conf, ctx["dag"].params.keys(), "ltr_promotion")
         return deploy_step(_params())
 
     @task

@@ -92,12 +92,14 @@ def ltr_weekly_report() -> None:
     @task(trigger_rule="none_failed")
     def collect() -> dict[str, Any]:
         """Metrics, analysis and decision of the week."""
+        from ltr.pipelines.conf import refuse_unknown_conf
         from ltr.pipelines.online import collect as collect_week
         from ltr.pipelines.online import report_week
 
         ctx = get_current_context()
         params = ctx["params"]
         try:
+            refuse_unknown_conf(ctx["dag_run"].conf, ctx["dag"].params.keys(), "ltr_weekly_report")
             monday = report_week(ctx["logical_date"], params.get("week") or None)
         except ValueError as exc:
             from airflow.sdk.exceptions import AirflowFailException

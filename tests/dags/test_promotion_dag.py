@@ -187,6 +187,31 @@ def test_an_unknown_version_fails_at_once_without_retries_and_changes_nothing(
     assert steps(store.models) == []
 
 
+def test_a_conf_key_the_form_does_not_have_fails_at_once_and_changes_nothing(
+    dagbag: Any, store: Env
+) -> None:
+    routing = (store.models / "routing.json").read_bytes()
+
+    run = trigger(dagbag, store, "v2", observe_minute=5)  # a typo of observe_minutes
+
+    assert run.state == "failed"
+    assert (run.tasks["deploy"], run.tries["deploy"]) == ("failed", 1)
+    assert (store.models / "routing.json").read_bytes() == routing
+    assert steps(store.models) == []
+
+
+def test_refusing_unknown_conf_keys_names_them_with_a_suggestion() -> None:
+    from ltr.pipelines.conf import refuse_unknown_conf
+
+    refuse_unknown_conf({"observe_minutes": 1}, ["observe_minutes", "model_version"], "d")
+    refuse_unknown_conf(None, ["model_version"], "d")
+    with pytest.raises(ValueError) as err:
+        refuse_unknown_conf({"observe_minute": 1, "zzz": 2}, ["observe_minutes"], "ltr_promotion")
+    message = str(err.value)
+    assert "'observe_minute' (did you mean 'observe_minutes'?)" in message
+    assert "'zzz'" in message and message.startswith("ltr_promotion does not take")
+
+
 def test_a_promote_step_that_fails_for_good_is_answered_by_the_rollback_step(
     store: Env,
 ) -> None:

@@ -186,3 +186,10 @@ def test_without_recipients_the_message_is_written_as_an_eml_file(dagbag: Any, e
     eml = Path(xcom["email"]["eml"])
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert msg.get_content_type() == "multipart/alternative"
+
+
+def test_a_conf_key_the_form_does_not_have_fails_the_run_at_once(dagbag: Any, env: Env) -> None:
+    state, tasks, _ = run_dag(dagbag, weeks="2026-01-05")  # a typo of week
+    assert state == "failed"
+    assert tasks["collect"] == "failed"
+    assert tasks["render"] != "success"
