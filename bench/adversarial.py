@@ -138,6 +138,40 @@ class MemorySampler(threading.Thread):
         return max(values) / 2**20 if values else float("nan")
 
 
+class HealthProbe(threading.Thread):
+    """``GET /health`` every ``period`` seconds on a connection of its own; the latency of
+    each answer (ms; a failure or timeout counts as 5,000 ms), tagged with the phase."""
+
+    def __init__(self, port: int, period: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/health"
+        self.period = period
+        self.phase = "setup"
+        self.samples: list[tuple[str, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import urllib.request
+
+        while not self._halt.wait(self.period):
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    resp.read()
+                ms = (time.perf_counter() - t) * 1000
+            except Exception:
+                ms = 5000.0
+            self.samples.append((self.phase, ms))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def pct(self, phase: str, q: float) -> float:
+        values = [v for p, v in self.samples if p == phase]
+        return float(np.percentile(values, q)) if values else float("nan")
+
+
 # ----------------------------------------------------------------------------- attackers
 def _post(path: str, body: bytes, extra: str = "") -> bytes:
     return (
@@ -413,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         sampler = MemorySampler(url)
         sampler.start()
+        health = HealthProbe(port)
+        health.start()
         stats_before = client.info("stats")
 
         async def legit(requests: list[bytes]) -> LoadResult:
@@ -420,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.run(closed_loop("127.0.0.1", port, warm, 2, 3.0))
         load_before = load_average()
-        sampler.phase = "unattacked"
+        sampler.phase = health.phase = "unattacked"
         calm_res = asyncio.run(legit(calm))
 
         ctx = mp.get_context("spawn")
@@ -430,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         if not started.wait(60):
             raise RuntimeError("the attacking process did not start")
         time.sleep(1.0)  # let the slow clients connect and the floods get going
-        sampler.phase = "attacked"
+        sampler.phase = health.phase = "attacked"
         attacked_res = asyncio.run(legit(attacked_bodies))
         stop_flag.set()
         try:
@@ -441,9 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         attack.join(10)
         if attack.is_alive():
             attack.terminate()
-        sampler.phase = "after"
+        sampler.phase = health.phase = "after"
         time.sleep(0.5)
         sampler.stop()
+        health.stop()
         stats_after = client.info("stats")
         memory = client.info("memory")
         evicted = int(stats_after["evicted_keys"]) - int(stats_before["evicted_keys"])
@@ -459,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{platform.machine()} {os.cpu_count()} cores, load average {load_before} before "
             f"and {load_average()} after; {args.workers} uvicorn worker(s), cache and events on, "
             f"Redis {'private, ' + str(MAXMEMORY_MB) + ' MB allkeys-lru' if redis_proc else url}"
+        )
+        print(
+            "GET /health every 0.1 s: "
+            + ", ".join(
+                f"{ph} p50 {health.pct(ph, 50):.1f} ms p99 {health.pct(ph, 99):.1f} ms"
+                for ph in ("unattacked", "attacked")
+            )
         )
         print(f"legitimate, 100 candidates @{args.rate:.0f} req/s for {args.seconds:.0f} s each:")
         for name, res in (("unattacked", calm_res), ("attacked", attacked_res)):
@@ -521,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             calm_res.errors + attacked_res.errors,
             0,
             fmt="d",
+        )
+        targets.at_most(
+            "GET /health p99 while attacked", health.pct("attacked", 99), 50.0, "ms", ".1f"
         )
         targets.check("attack results collected", str(bool(attackers)), "True", bool(attackers))
         return targets.report()
