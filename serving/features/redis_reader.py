@@ -160,6 +160,29 @@ def redis_client_from_connection_string(
     return redis.Redis(host=host, port=int(port), **params)
 
 
+def entity_keys(
+    views: Sequence[Any], query_id: str, doc_ids: Sequence[str], *, suffix: bytes = b""
+) -> list[list[bytes]]:
+    """Feast's serialized entity keys of each view for one request, followed by ``suffix``
+    (Redis appends the project name; SQLite stores the key alone). ``views`` have ``spec``,
+    ``prefix`` and ``query_before_doc``; a view without documents gets one key."""
+    query_segment = string_value_segment(query_id)
+    doc_segments = [string_value_segment(d) for d in doc_ids]
+    out: list[list[bytes]] = []
+    for view in views:
+        if not view.spec.per_document:
+            out.append([view.prefix + query_segment + suffix])
+            continue
+        head, tail = view.prefix, suffix
+        if QUERY_JOIN_KEY in view.spec.join_keys:
+            if view.query_before_doc:
+                head += query_segment
+            else:
+                tail = query_segment + suffix
+        out.append([head + seg + tail for seg in doc_segments])
+    return out
+
+
 class RedisFeatureReader:
     """Reads ``views`` for ``(query_id, doc_id)`` candidates in one round trip.
 
@@ -220,22 +243,7 @@ class RedisFeatureReader:
 
     def keys(self, query_id: str, doc_ids: Sequence[str]) -> list[list[bytes]]:
         """The Redis keys read for each view (one per candidate, or one for query views)."""
-        query_segment = string_value_segment(query_id)
-        doc_segments = [string_value_segment(d) for d in doc_ids]
-        project = self._project
-        out: list[list[bytes]] = []
-        for view in self._views:
-            has_query = QUERY_JOIN_KEY in view.spec.join_keys
-            if not view.spec.per_document:
-                out.append([view.prefix + query_segment + project])
-                continue
-            head, tail = view.prefix, project
-            if has_query and view.query_before_doc:
-                head += query_segment
-            elif has_query:
-                tail = query_segment + project
-            out.append([head + seg + tail for seg in doc_segments])
-        return out
+        return entity_keys(self._views, query_id, doc_ids, suffix=self._project)
 
     def _fetch(self, keys: list[list[bytes]]) -> list[bytes | None]:
         flat = [k for view_keys in keys for k in view_keys]

@@ -33,12 +33,12 @@ from serving.features import FeatureStoreUnavailable
 from serving.features.feast_layout import (
     decode_float_lists,
     entity_key_prefix,
-    string_value_segment,
 )
 from serving.features.redis_reader import (
     QUERY_JOIN_KEY,
     FeatureReadResult,
     FeatureViewSpec,
+    entity_keys,
 )
 
 __all__ = ["SQLITE_STORE_TYPES", "SqliteFeatureReader", "SqliteStoreLocation", "sqlite_location"]
@@ -196,21 +196,7 @@ class SqliteFeatureReader:
 
     def keys(self, query_id: str, doc_ids: Sequence[str]) -> list[list[bytes]]:
         """The serialized entity keys read for each view (one per candidate, or one)."""
-        query_segment = string_value_segment(query_id)
-        doc_segments = [string_value_segment(d) for d in doc_ids]
-        out: list[list[bytes]] = []
-        for view in self._views:
-            has_query = QUERY_JOIN_KEY in view.spec.join_keys
-            if not view.spec.per_document:
-                out.append([view.prefix + query_segment])
-            elif not has_query:
-                out.append([view.prefix + seg for seg in doc_segments])
-            elif view.query_before_doc:
-                head = view.prefix + query_segment
-                out.append([head + seg for seg in doc_segments])
-            else:
-                out.append([view.prefix + seg + query_segment for seg in doc_segments])
-        return out
+        return entity_keys(self._views, query_id, doc_ids)
 
     # ------------------------------------------------------------------ connections
     def _file_id(self) -> tuple[int, int]:
