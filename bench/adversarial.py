@@ -55,7 +55,7 @@ import numpy as np
 
 from bench._targets import Targets
 from bench.loadgen import Connection, LoadResult, closed_loop, http_post, open_loop
-from ltr.demo_serving import free_port, stop_process
+from ltr.demo.service import free_port, stop_process
 
 MAXMEMORY_MB = 64
 MAX_P99_RATIO = 3.0
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     import redis
 
     from bench.serving import build
-    from ltr.demo_serving import start_service
+    from ltr.demo.service import start_service
     from ltr.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="ltr-bench-adversarial-"))

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ltr.data.folds import load_fold
-    from ltr.demo_serving import free_port, start_service, stop_process
+    from ltr.demo.service import free_port, start_service, stop_process
     from ltr.online.analysis import interleaving_test
     from ltr.online.clickmodel import ClickModel
     from ltr.online.drain import Drainer, read_events

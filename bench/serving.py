@@ -56,7 +56,7 @@ import numpy as np
 
 from bench._targets import Targets
 from bench.loadgen import LoadResult, closed_loop, http_post, open_loop
-from ltr.demo_serving import free_port, stop_process
+from ltr.demo.service import free_port, stop_process
 
 UVICORN_ARGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log")
 MAX_FIXED_RATE = 200.0  # req/s: the platform's absolute run, and the cap of the common rate
@@ -186,7 +186,7 @@ def start_platform(
     home: Path, redis_url: str, project: str, port: int, workers: int
 ) -> subprocess.Popen[bytes]:
     """The platform's service as the benchmark runs it: cache off, no access log."""
-    from ltr.demo_serving import start_service
+    from ltr.demo.service import start_service
     from ltr.settings import Settings
 
     settings = Settings(home=home, redis_url=redis_url, feast_project=project)

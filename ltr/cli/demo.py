@@ -34,7 +34,7 @@ def demo(
     if train is not None and valid is None:
         fail("--valid is required with --train")
     if train is None and not quick:
-        from ltr.demo_platform import run_platform_demo
+        from ltr.demo import run_platform_demo
         from ltr.settings import get_settings
 
         try:

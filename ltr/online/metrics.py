@@ -164,8 +164,8 @@ def per_user(log_df: pd.DataFrame, metric: str = "rr") -> pd.DataFrame:
 # --------------------------------------------------------------------------- service side
 def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
     """Prometheus' ``histogram_quantile`` on cumulative ``(le, count)`` pairs (the promotion's
-    own implementation, :func:`ltr.observation.quantile`)."""
-    from ltr.observation import quantile
+    own implementation, :func:`ltr.promotion.observation.quantile`)."""
+    from ltr.promotion.observation import quantile
 
     return quantile(q, dict(buckets))
 

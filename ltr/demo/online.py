@@ -36,7 +36,7 @@ def event_redis(settings: Settings, home: Path) -> Iterator[str | None]:
         return
     import redis
 
-    from ltr.demo_serving import free_port, stop_process
+    from ltr.demo.service import free_port, stop_process
 
     port = free_port()
     folder = home / "demo" / "redis"
@@ -91,7 +91,7 @@ def smtp_sink(folder: Path) -> Iterator[tuple[dict[str, Any] | None, _Inbox | No
     except ImportError:
         yield None, None
         return
-    from ltr.demo_serving import free_port
+    from ltr.demo.service import free_port
 
     inbox = _Inbox(folder)
     port = free_port()

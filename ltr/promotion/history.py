@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ltr.promotion_errors import PromotionInProgress
+from ltr.promotion.errors import PromotionInProgress
 from ltr.utils.io import atomic_open
 
 log = logging.getLogger(__name__)

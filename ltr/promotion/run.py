@@ -28,18 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ltr.model_store import read_routing, serve_single, write_routing
-from ltr.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
-from ltr.promotion_errors import ArtifactRejected, PromotionError, PromotionInProgress
-from ltr.promotion_history import HISTORY_FILE as HISTORY_FILE
-from ltr.promotion_history import LOCK_FILE as LOCK_FILE
-from ltr.promotion_history import history
-from ltr.promotion_history import promotion_lock as promotion_lock
-from ltr.promotion_history import record_step as record_step
-from ltr.promotion_rollback import _registry_promote
-from ltr.promotion_rollback import perform_rollback as perform_rollback
-from ltr.promotion_rollback import registry_behind as registry_behind
-from ltr.promotion_routing import _carry, _champion, verify_artifact
-from ltr.promotion_routing import versions_in_flight as versions_in_flight
+from ltr.promotion.errors import ArtifactRejected, PromotionError, PromotionInProgress
+from ltr.promotion.history import history, promotion_lock, record_step
+from ltr.promotion.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
+from ltr.promotion.rollback import _registry_promote, perform_rollback, registry_behind
+from ltr.promotion.routing import _carry, _champion, verify_artifact, versions_in_flight
 
 log = logging.getLogger(__name__)
 

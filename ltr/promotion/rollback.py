@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ltr.model_store import read_routing, serve_single
-from ltr.promotion_errors import PromotionError
-from ltr.promotion_history import HISTORY_FILE, history, record_step
-from ltr.promotion_routing import _carry, verify_artifact, versions_in_flight
+from ltr.promotion.errors import PromotionError
+from ltr.promotion.history import HISTORY_FILE, history, record_step
+from ltr.promotion.routing import _carry, verify_artifact, versions_in_flight
 
 log = logging.getLogger(__name__)
 

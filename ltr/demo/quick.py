@@ -107,7 +107,7 @@ def run_demo(
     say(f"exported:     {exported['path']} (parity {exported['parity']['max_abs_diff']:.1e})")
     online: dict[str, Any] | None = None
     if serve:
-        from ltr.demo_serving import online_demo
+        from ltr.demo.service import online_demo
 
         syn = configs[0].data.synthetic
         doc_cols = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from ltr.promotion import PromotionPlan
+    from ltr.promotion.run import PromotionPlan
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ltr.promotion_errors import ArtifactRejected
+from ltr.promotion.errors import ArtifactRejected
 
 
 def verify_artifact(models_dir: Path, version: str) -> dict[str, Any]:

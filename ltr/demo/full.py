@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ltr.demo_online import event_redis, online_loop, stream_prefix
+from ltr.demo.online import event_redis, online_loop, stream_prefix
 from ltr.pipelines.config import HOME_CONFIG_NAME
 from ltr.settings import Settings
 
@@ -200,7 +200,7 @@ class Traffic(threading.Thread):
 
 
 def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
-    from ltr.demo_serving import free_port, start_service, stop_process
+    from ltr.demo.service import free_port, start_service, stop_process
 
     t0 = time.perf_counter()
     home = settings.home.resolve()

@@ -1,0 +1,59 @@
+"""Promotion of a model-store version to production: deploy -> shift -> observe -> decide.
+
+The one public face of the promotion package, shared by ``ltr promote`` / ``ltr rollback``
+and the promotion DAG (:mod:`ltr.pipelines.promotion`). Inside the package, each module has
+one job and the imports run one way (``errors`` <- ``history``/``routing`` <- ``rollback``,
+``observation`` <- ``run``):
+
+- :mod:`.errors`: the exceptions;
+- :mod:`.history`: ``promotions.jsonl`` (the audit trail) and the model-store lock;
+- :mod:`.routing`: artifact checks and what routing has in flight;
+- :mod:`.rollback`: back to the previous production, and the registry alias;
+- :mod:`.observation`: reading the live service and the verdict on what was seen;
+- :mod:`.run`: the plan and the steps of a rollout.
+
+Import from ``ltr.promotion``; the submodules are not a contract.
+"""
+
+from __future__ import annotations
+
+from ltr.promotion.errors import ArtifactRejected, PromotionError, PromotionInProgress
+from ltr.promotion.history import HISTORY_FILE, LOCK_FILE, history, promotion_lock, record_step
+from ltr.promotion.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
+from ltr.promotion.rollback import perform_rollback, registry_behind
+from ltr.promotion.routing import verify_artifact, versions_in_flight
+from ltr.promotion.run import (
+    PromotionPlan,
+    deploy,
+    promote,
+    rollback,
+    run_promotion,
+    shift_traffic,
+)
+
+__all__ = [
+    "HISTORY_FILE",
+    "LOCK_FILE",
+    "ArtifactRejected",
+    "Fetch",
+    "Observation",
+    "PromotionError",
+    "PromotionInProgress",
+    "PromotionPlan",
+    "deploy",
+    "history",
+    "judge",
+    "observe",
+    "perform_rollback",
+    "promote",
+    "promotion_lock",
+    "quantile",
+    "record_step",
+    "registry_behind",
+    "rollback",
+    "run_promotion",
+    "shift_traffic",
+    "verify_artifact",
+    "versions_in_flight",
+    "wait_for_routing",
+]
