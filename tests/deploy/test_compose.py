@@ -1,14 +1,19 @@
-"""Structural checks of ``docker-compose.yaml`` without a Docker engine.
+"""Checks of ``docker-compose.yaml`` without a Docker engine.
 
-No Compose Specification JSON schema is installed in the environment (site-packages was
-searched; nothing is downloaded), so these are structural checks only. Each check returns a
-list of problems and is shown to fail on a broken copy in the same test.
+The file is validated against the Compose Specification's JSON schema by check-jsonschema
+(its vendored ``vendor.compose-spec``, offline; the ``deploy`` extra), then checked for what
+a schema cannot see: Dockerfiles and bind sources that exist, no literal secrets, pinned
+images, bounded Redis, health checks. Each check returns a list of problems and is shown to
+fail on a broken copy in the same test.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +196,148 @@ def test_grafana_provisioning_and_dashboards_are_mounted(compose: dict[str, Any]
         (ROOT / "platform/grafana/provisioning/dashboards/ltr.yaml").read_text()
     )
     assert mounts["./platform/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+
+
+def spec_problems(path: Path) -> list[str]:
+    """What check-jsonschema reports against the Compose Specification (none: it passes)."""
+    schema = ["--builtin-schema", "vendor.compose-spec", "--output-format", "text"]
+    run = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", *schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if run.returncode == 0:
+        return []
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.strip()] or [
+        f"check-jsonschema exited {run.returncode}"
+    ]
+
+
+IMAGE_TAG = re.compile(
+    r"^[^\s:@]+(:[0-9]+)?(/[^\s:@]+)*(:(?P<tag>[\w][\w.-]*)|@sha256:[a-f0-9]{64})$"
+)
+
+
+def image_problems(data: dict[str, Any]) -> list[str]:
+    """Every image is pinned: a tag that is not ``latest``, or a digest."""
+    problems = []
+    for name, service in data["services"].items():
+        image = service.get("image")
+        if image is None:
+            continue
+        m = IMAGE_TAG.match(image)
+        if m is None:
+            problems.append(f"{name}: image {image} has no tag or digest")
+        elif m.group("tag") == "latest":
+            problems.append(f"{name}: image {image} is :latest")
+    return problems
+
+
+def _redis_args(service: dict[str, Any]) -> dict[str, str] | None:
+    command = service.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    if not command or command[0] != "redis-server":
+        return None
+    args = {}
+    for flag, value in itertools.pairwise(command[1:]):
+        if flag.startswith("--"):
+            args[flag[2:]] = value
+    return args
+
+
+def redis_problems(data: dict[str, Any]) -> list[str]:
+    """Both Redis are bounded: the feature store never evicts (a full store refuses writes),
+    the cache/events one evicts only keys with a TTL (cache entries, never streams)."""
+    problems = []
+    policies = {"redis": {"noeviction"}, "redis-events": {"volatile-lru", "volatile-lfu"}}
+    for name, allowed in policies.items():
+        args = _redis_args(data["services"].get(name, {}))
+        if args is None:
+            problems.append(f"{name}: not a redis-server")
+            continue
+        if not re.fullmatch(r"[0-9]+(kb|mb|gb)?", args.get("maxmemory", ""), re.IGNORECASE):
+            problems.append(f"{name}: no maxmemory")
+        if args.get("maxmemory-policy") not in allowed:
+            problems.append(f"{name}: maxmemory-policy {args.get('maxmemory-policy')}")
+    return problems
+
+
+def healthcheck_problems(data: dict[str, Any]) -> list[str]:
+    """Every service has a health check, and every service_healthy dependency can become so."""
+    problems = []
+    services = data["services"]
+    for name, service in services.items():
+        check = service.get("healthcheck")
+        if not check or check.get("disable") or not check.get("test"):
+            problems.append(f"{name}: no healthcheck")
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            problems.append(f"{name}: depends_on without conditions")
+            continue
+        for dep, how in depends.items():
+            if how.get("condition") != "service_healthy":
+                problems.append(f"{name}: starts before {dep} is healthy")
+    return problems
+
+
+def test_passes_the_compose_specification_schema(tmp_path: Path) -> None:
+    assert spec_problems(COMPOSE) == []
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["serving"]["helthcheck"] = {}
+    broken["services"]["redis"]["depends_on"] = "postgres"
+    path = tmp_path / "docker-compose.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    problems = "\n".join(spec_problems(path))
+    assert "$.services.serving" in problems and "'helthcheck' was unexpected" in problems
+    assert "$.services.redis.depends_on" in problems
+
+
+def test_images_are_pinned(compose: dict[str, Any]) -> None:
+    assert image_problems(compose) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["redis"]["image"] = "redis:latest"
+    broken["services"]["postgres"]["image"] = "postgres"
+    broken["services"]["grafana"]["image"] = "registry:5000/grafana/grafana"
+    broken["services"]["prometheus"]["image"] = "prom/prometheus@sha256:" + "a" * 64
+    assert image_problems(broken) == [
+        "redis: image redis:latest is :latest",
+        "postgres: image postgres has no tag or digest",
+        "grafana: image registry:5000/grafana/grafana has no tag or digest",
+    ]
+
+
+def test_both_redis_are_bounded_with_the_right_policy(compose: dict[str, Any]) -> None:
+    assert redis_problems(compose) == []
+    broken = copy.deepcopy(compose)
+    broken["services"]["redis"]["command"] = ["redis-server", "--maxmemory-policy", "allkeys-lru"]
+    broken["services"]["redis-events"]["command"][-1] = "allkeys-lru"
+    assert redis_problems(broken) == [
+        "redis: no maxmemory",
+        "redis: maxmemory-policy allkeys-lru",
+        "redis-events: maxmemory-policy allkeys-lru",
+    ]
+
+
+def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(
+    compose: dict[str, Any],
+) -> None:
+    assert healthcheck_problems(compose) == []
+    broken = copy.deepcopy(compose)
+    del broken["services"]["mlflow"]["healthcheck"]
+    broken["services"]["grafana"]["depends_on"] = ["prometheus"]
+    broken["services"]["airflow"]["depends_on"]["mlflow"]["condition"] = "service_started"
+    assert healthcheck_problems(broken) == [
+        "airflow: starts before mlflow is healthy",
+        "mlflow: no healthcheck",
+        "grafana: depends_on without conditions",
+    ]
+
+
+def test_serving_container_is_hardened_like_the_chart(compose: dict[str, Any]) -> None:
+    serving = compose["services"]["serving"]
+    assert serving["read_only"] is True
+    assert any(t.startswith("/tmp") for t in serving["tmpfs"])
+    assert serving["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in serving["security_opt"]

@@ -210,6 +210,19 @@ def test_serving_extra_does_not_pull_torch() -> None:
     assert not torch_free({"serving", "training"})
 
 
+def test_no_image_installs_the_deploy_checks() -> None:
+    """The ``deploy`` extra (Helm's SDK, Kubernetes schemas: tens of MB) is for tests only."""
+    extras = _pyproject_extras()
+    deploy = {re.split(r"[<>=\[ ]", r)[0] for r in extras["deploy"]}
+    assert {"helm-python-sdk", "kubernetes-validate", "check-jsonschema"} <= deploy
+    for path in (SERVING, PIPELINES):
+        installed = _extras_installed(parse(path.read_text()))
+        assert "deploy" not in installed, path.name
+        reqs = {re.split(r"[<>=\[ ]", r)[0] for n in installed for r in extras[n]}
+        assert reqs.isdisjoint(deploy), path.name
+    assert "deploy" in _extras_installed(parse("RUN pip install -c x '.[serving,deploy]'\n"))
+
+
 def test_pipelines_image_copies_dags_configs_feature_repo_with_cpu_torch_note() -> None:
     text = PIPELINES.read_text()
     instructions = parse(text)
