@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from serving.api.deps import TruncatedValidationError
 from serving.api.routes import feedback, health, models, rank
 from serving.app_state import AppState
+from serving.fairness import parse_networks
 from serving.middleware import Admission, BodySizeLimit, RequestGate
 from serving.schemas import MAX_REPORTED_ERRORS
 from serving.settings import ServingSettings
@@ -72,15 +73,23 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         payload = {"detail": detail, "errors": errors, "errors_omitted": omitted}
         return JSONResponse(payload, status_code=422)
 
-    gate = RequestGate(s.request_workers, s.request_queue, s.retry_after_s)
+    gate = RequestGate(
+        s.request_workers,
+        s.request_queue,
+        s.retry_after_s,
+        client_share=s.client_share,
+        heavy_body_bytes=s.heavy_body_bytes,
+        trusted_proxies=parse_networks(s.trusted_proxies.split(",")),
+    )
     app.state.gate = gate
 
-    def _rejected(path: str) -> None:
+    def _rejected(path: str, status: int) -> None:
         state = getattr(app.state, "ltr", None)
         if state is not None:
-            state.telemetry.errors.labels(kind="overloaded").inc()
+            kind = "overloaded" if status == 503 else "client_share"
+            state.telemetry.errors.labels(kind=kind).inc()
             endpoint = path.rsplit("/", 1)[-1]
-            state.telemetry.requests.labels(endpoint=endpoint, status="503").inc()
+            state.telemetry.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
     gate.on_reject = _rejected
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.fairness import FairLimiter, Network, Places, Ticket, client_key, current_ticket
 
 log = logging.getLogger(__name__)
 
@@ -131,54 +133,105 @@ class BodySizeLimit:
 class RequestGate:
     """Admission and worker threads of the data-plane requests.
 
-    ``workers`` requests do blocking work at once (each step through :meth:`run`, in a
-    worker thread); ``queue`` more may wait for a worker. ``in_flight`` counts the admitted
-    requests, from their arrival to the end of their background tasks.
+    ``workers`` steps of blocking work run at once (each through :meth:`run`, in a worker
+    thread), granted fairly between clients (:class:`serving.fairness.FairLimiter`);
+    ``queue`` more requests may wait. ``in_flight`` counts the admitted requests, from their
+    arrival to the end of their background tasks; one client's share of those places is
+    bounded (:class:`serving.fairness.Places`).
     """
 
-    def __init__(self, workers: int, queue: int, retry_after_s: int) -> None:
-        self.limiter = anyio.CapacityLimiter(workers)
+    def __init__(
+        self,
+        workers: int,
+        queue: int,
+        retry_after_s: int,
+        client_share: int | None = None,
+        heavy_body_bytes: int = 64 * 1024,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
+        self.threads = anyio.CapacityLimiter(workers)
+        self.fair = FairLimiter(workers)
         self.capacity = workers + queue
+        self.places = Places(self.capacity, client_share or max(2 * workers, self.capacity // 4))
         self.retry_after_s = retry_after_s
-        self.in_flight = 0
+        self.heavy_body_bytes = heavy_body_bytes
+        self.trusted_proxies = tuple(trusted_proxies)
         self.rejected = 0
-        #: Called with the request path for each request turned away (metrics).
-        self.on_reject: Callable[[str], None] | None = None
+        self.refused_to_client = 0
+        #: Called with the request path and status of each request turned away (metrics).
+        self.on_reject: Callable[[str, int], None] | None = None
 
-    def try_enter(self) -> bool:
-        if self.in_flight >= self.capacity:
+    @property
+    def in_flight(self) -> int:
+        return self.places.in_flight
+
+    def ticket(self, scope: Scope) -> Ticket:
+        return Ticket(client_key(scope, self.trusted_proxies))
+
+    def try_enter(self, ticket: Ticket | None = None) -> int | None:
+        """None when admitted (call :meth:`leave` later), else the status to answer."""
+        client = (ticket or Ticket("")).client
+        status = self.places.refuse(client)
+        if status is None:
+            self.places.enter(client)
+        elif status == 503:
             self.rejected += 1
-            return False
-        self.in_flight += 1
-        return True
+        else:
+            self.refused_to_client += 1
+        return status
 
-    def leave(self) -> None:
-        self.in_flight -= 1
+    def leave(self, ticket: Ticket | None = None) -> None:
+        self.places.leave((ticket or Ticket("")).client)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)`` in a worker thread, at most ``workers`` at a time."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        """``fn(*args)`` in a worker thread, at most ``workers`` at a time, granted fairly
+        between the clients waiting (the request's ticket comes from its context)."""
+        ticket = await self.fair.acquire(current_ticket.get())
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
+        finally:
+            self.fair.release(ticket)
 
 
 class AtCapacity(HTTPException):
-    """Raised from ``receive`` when a body is complete but the gate is full (503)."""
+    """Raised from ``receive`` when a body is complete but the gate is full (503), or when
+    its client already holds its share of the places (429)."""
 
-    def __init__(self, gate: RequestGate) -> None:
-        super().__init__(
-            503,
-            f"the service is at capacity ({gate.capacity} requests in progress or waiting: "
-            f"LTR_REQUEST_WORKERS + LTR_REQUEST_QUEUE); retry after {gate.retry_after_s} s",
-            headers={"Retry-After": str(gate.retry_after_s)},
-        )
+    def __init__(self, gate: RequestGate, status: int = 503) -> None:
+        if status == 429:
+            detail = (
+                f"too many requests in progress from this client ({gate.places.client_share}: "
+                f"LTR_REQUEST_CLIENT_SHARE); retry after {gate.retry_after_s} s"
+            )
+        else:
+            detail = (
+                f"the service is at capacity ({gate.capacity} requests in progress or "
+                f"waiting: LTR_REQUEST_WORKERS + LTR_REQUEST_QUEUE); retry after "
+                f"{gate.retry_after_s} s"
+            )
+        super().__init__(status, detail, headers={"Retry-After": str(gate.retry_after_s)})
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 class Admission:
     """Requests to ``paths`` pass :class:`RequestGate` once their body has arrived; beyond
-    its capacity they are answered 503 with ``Retry-After`` before any work is done.
+    its capacity they are answered 503 with ``Retry-After`` before any work is done, beyond
+    their client's share 429 (:mod:`serving.fairness`).
 
     Admission waits for the end of the body on purpose: a client that sends its body slowly
     holds a connection (until LTR_BODY_READ_TIMEOUT_S), never a place in the gate. An
-    admitted request keeps its place until its background tasks are done.
+    admitted request keeps its place until its background tasks are done. The request's
+    :class:`~serving.fairness.Ticket` (client, heavy body or not) is in
+    :data:`serving.fairness.current_ticket` for the gate's worker slots.
     """
 
     def __init__(self, app: ASGIApp, gate: RequestGate, paths: Iterable[str]) -> None:
@@ -191,22 +244,27 @@ class Admission:
             await self.app(scope, receive, send)
             return
         gate = self.gate
+        ticket = gate.ticket(scope)
+        ticket.heavy = _content_length(scope) > gate.heavy_body_bytes
+        token = current_ticket.set(ticket)
         admitted = False
         started = False
+        received = 0
 
         async def admitting_receive() -> Message:
-            nonlocal admitted
+            nonlocal admitted, received
             message = await receive()
-            if (
-                not admitted
-                and message["type"] == "http.request"
-                and not message.get("more_body", False)
-            ):
-                if not gate.try_enter():
-                    if gate.on_reject is not None:
-                        gate.on_reject(scope["path"])
-                    raise AtCapacity(gate)
-                admitted = True
+            if not admitted and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > gate.heavy_body_bytes:
+                    ticket.heavy = True  # a streamed body without Content-Length
+                if not message.get("more_body", False):
+                    status = gate.try_enter(ticket)
+                    if status is not None:
+                        if gate.on_reject is not None:
+                            gate.on_reject(scope["path"], status)
+                        raise AtCapacity(gate, status)
+                    admitted = True
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -220,7 +278,8 @@ class Admission:
         except AtCapacity as exc:  # only when no exception handler answered it
             if not started:
                 headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-                await send_json(send, 503, {"detail": exc.detail}, headers)
+                await send_json(send, exc.status_code, {"detail": exc.detail}, headers)
         finally:
             if admitted:
-                gate.leave()
+                gate.leave(ticket)
+            current_ticket.reset(token)

@@ -99,6 +99,24 @@ class ServingSettings(BaseSettings):
         "for one; more are answered 503 with Retry-After at once",
     )
     retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After of a 503 at capacity")
+    request_client_share: int | None = Field(
+        None,
+        ge=1,
+        description="places in the gate one client may hold (more: 429 with Retry-After, the "
+        "others still admitted); default a quarter of LTR_REQUEST_WORKERS + "
+        "LTR_REQUEST_QUEUE, at least twice LTR_REQUEST_WORKERS",
+    )
+    heavy_body_bytes: int = Field(
+        64 * 1024,
+        ge=1,
+        description="bodies above this size are heavy: they use at most LTR_REQUEST_WORKERS - 1 "
+        "worker threads at once, so small requests always find one",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated CIDRs of proxies whose X-Forwarded-For names the client "
+        "(for per-client shares and rate limits); empty: the peer address is the client",
+    )
     #: Body bytes that one request-supplied feature takes, written in full: a name of up to
     #: ~20 characters, a float in its longest form (-1.2345678901234567e-305), punctuation.
     BODY_BYTES_PER_FEATURE: ClassVar[int] = 48
@@ -127,6 +145,24 @@ class ServingSettings(BaseSettings):
                 self.max_candidates, self.max_features_per_candidate
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_trusted_proxies(self) -> ServingSettings:
+        from serving.fairness import parse_networks
+
+        try:
+            parse_networks(self.trusted_proxies.split(","))
+        except ValueError as exc:
+            raise ValueError(f"LTR_TRUSTED_PROXIES: {exc}") from None
+        return self
+
+    @property
+    def client_share(self) -> int:
+        """``request_client_share`` as set, or a quarter of the gate's places (at least twice
+        the workers)."""
+        if self.request_client_share is not None:
+            return self.request_client_share
+        return max(2 * self.request_workers, (self.request_workers + self.request_queue) // 4)
 
     @property
     def body_limit_bytes(self) -> int:

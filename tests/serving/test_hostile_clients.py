@@ -175,7 +175,7 @@ def test_a_flood_of_large_invalid_bodies_gets_4xx_and_health_answers_throughout(
             stop.set()
             for t in flooders:
                 t.join(timeout=WAIT_S)
-    assert set(statuses) <= {422, 503}, set(statuses)
+    assert set(statuses) <= {422, 429, 503}, set(statuses)  # 429: over its share
     assert 422 in statuses
     # each 422 is small: ten errors and a count, no echo of the 400 bad values
     assert max(sizes) < 4096

@@ -14,6 +14,7 @@ import math
 from fastapi import APIRouter, HTTPException, Request
 
 from serving.api.deps import Gate, OffloadedJSONRoute, State
+from serving.fairness import current_ticket
 from serving.schemas import FeedbackRequest, FeedbackResponse
 
 # the body is parsed and validated in a worker thread, and the Redis call runs there too
@@ -38,7 +39,8 @@ def _refuse(state: State, status: int, kind: str, detail: str, **headers: str) -
 async def feedback(
     req: FeedbackRequest, request: Request, state: State, gate: Gate
 ) -> FeedbackResponse:
-    client = request.client.host if request.client else "unknown"
+    ticket = current_ticket.get()  # the client as the gate sees it (trusted proxies too)
+    client = ticket.client if ticket else (request.client.host if request.client else "unknown")
     wait = state.feedback_limiter.allow(client)
     if wait > 0:
         raise _refuse(
