@@ -64,6 +64,14 @@ ERROR_BODY_CANDIDATES = 60_000  # about 3 MB: under the service's 4 MiB body lim
 FEEDBACK_CLICKS = 1000
 SLOW_CLIENTS = 200
 ATTACK_TIMEOUT_S = 30.0
+#: Each attack comes from a loopback address of its own, as distinct attackers would (the
+#: service tells clients apart by address); legitimate traffic comes from 127.0.0.1.
+ATTACKERS = {
+    "oversized": "127.0.0.2",
+    "errors": "127.0.0.3",
+    "feedback": "127.0.0.4",
+    "slow": "127.0.0.5",
+}
 
 
 # ----------------------------------------------------------------------------- Redis
@@ -265,11 +273,15 @@ class Tally:
 
 
 async def _hammer(
-    port: int, makers: list[Callable[[], Attack]], stop: asyncio.Event, tally: Tally
+    port: int,
+    makers: list[Callable[[], Attack]],
+    stop: asyncio.Event,
+    tally: Tally,
+    source: str,
 ) -> None:
-    """Closed loop on one connection, cycling through ``makers``; a fresh connection after
-    each refusal or reset."""
-    conn = Connection("127.0.0.1", port)
+    """Closed loop on one connection from ``source``, cycling through ``makers``; a fresh
+    connection after each refusal or reset."""
+    conn = Connection("127.0.0.1", port, source)
     i = 0
     while not stop.is_set():
         label, raw = makers[i % len(makers)]()
@@ -279,15 +291,15 @@ async def _hammer(
             tally.add(label, str(status), body)
             if status >= 400:
                 conn.close()
-                conn = Connection("127.0.0.1", port)
+                conn = Connection("127.0.0.1", port, source)
         except TimeoutError:
             tally.add(label, "timeout")
             conn.close()
-            conn = Connection("127.0.0.1", port)
+            conn = Connection("127.0.0.1", port, source)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             tally.add(label, "reset")
             conn.close()
-            conn = Connection("127.0.0.1", port)
+            conn = Connection("127.0.0.1", port, source)
             await asyncio.sleep(0.01)
     conn.close()
 
@@ -296,7 +308,9 @@ async def _slow_client(port: int, i: int, stop: asyncio.Event, tally: Tally) -> 
     """Sends a request a few bytes a second and never finishes it; records how it ended."""
     label = "slow headers" if i % 2 else "slow body"
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=(ATTACKERS["slow"], 0)
+        )
     except OSError:
         tally.add(label, "connect refused")
         return
@@ -338,9 +352,15 @@ async def _attack(port: int, stop_flag: Any, started: Any) -> dict[str, Any]:
     tally = Tally()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(_slow_client(port, i, stop, tally)) for i in range(SLOW_CLIENTS)]
-    for makers, connections in ((oversized, 2), (errors, 2), (feedback, 4)):
+    for kind, makers, connections in (
+        ("oversized", oversized, 2),
+        ("errors", errors, 2),
+        ("feedback", feedback, 4),
+    ):
         tasks += [
-            asyncio.create_task(_hammer(port, makers[k:] + makers[:k], stop, tally))
+            asyncio.create_task(
+                _hammer(port, makers[k:] + makers[:k], stop, tally, ATTACKERS[kind])
+            )
             for k in range(connections)
         ]
     started.set()

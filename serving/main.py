@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from serving.api.deps import TruncatedValidationError
 from serving.api.routes import feedback, health, models, rank
 from serving.app_state import AppState
+from serving.body_check import BodyChecker
 from serving.fairness import parse_networks
 from serving.middleware import Admission, BodySizeLimit, RequestGate
 from serving.schemas import MAX_REPORTED_ERRORS
@@ -48,6 +49,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             yield
         finally:
             await state.stop()
+            if checker is not None:
+                checker.close()
 
     app = FastAPI(
         title="ltr-platform rank service",
@@ -92,6 +95,17 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             state.telemetry.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
     gate.on_reject = _rejected
+    # bodies above LTR_HEAVY_BODY_BYTES: parsed in a low-priority helper process
+    checker = BodyChecker(s.body_check_processes) if s.body_check_processes > 0 else None
+    app.state.body_checker = checker
+    if checker is not None:
+
+        def _check_failed() -> None:
+            state = getattr(app.state, "ltr", None)
+            if state is not None:
+                state.telemetry.errors.labels(kind="body_check").inc()
+
+        checker.on_failure = _check_failed
 
     for module in (rank, feedback, models, health):
         app.include_router(module.router)

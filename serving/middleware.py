@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import anyio
@@ -182,6 +183,16 @@ class RequestGate:
 
     def leave(self, ticket: Ticket | None = None) -> None:
         self.places.leave((ticket or Ticket("")).client)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A worker slot (granted fairly, as in :meth:`run`) for work done elsewhere, such
+        as the body-check process."""
+        ticket = await self.fair.acquire(current_ticket.get())
+        try:
+            yield
+        finally:
+            self.fair.release(ticket)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a worker thread, at most ``workers`` at a time, granted fairly

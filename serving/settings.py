@@ -112,6 +112,14 @@ class ServingSettings(BaseSettings):
         description="bodies above this size are heavy: they use at most LTR_REQUEST_WORKERS - 1 "
         "worker threads at once, so small requests always find one",
     )
+    body_check_processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="helper processes (nice +10, started on first use) that parse and "
+        "validate bodies above LTR_HEAVY_BODY_BYTES, so their cost is not paid by the event "
+        "loop and the other requests; 0: parse them in the service's worker threads",
+    )
     trusted_proxies: str = Field(
         "",
         description="comma-separated CIDRs of proxies whose X-Forwarded-For names the client "

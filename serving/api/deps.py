@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from serving.app_state import AppState
+from serving.body_check import BodyChecker
 from serving.middleware import RequestGate
 from serving.schemas import BODY_PARSERS, BodyLimits, BodyRejected, InvalidBody
 
@@ -124,11 +125,20 @@ class OffloadedJSONRoute(APIRoute):
                 return await handler(request)
             state = get_state(request)
             limits = body_limits(state)
+            gate = get_gate(request)
+            checker: BodyChecker | None = getattr(request.app.state, "body_checker", None)
             try:
                 if len(raw) <= INLINE_BODY_BYTES:
                     value = parser(raw, limits)
+                elif checker is not None and len(raw) > gate.heavy_body_bytes:
+                    # large: parsed in the low-priority helper process (serving.body_check)
+                    async with gate.slot():
+                        checked = await checker.parse(parser, raw, limits)
+                    if checked is None:  # the helper failed: parse here
+                        checked = await gate.run(parser, raw, limits)
+                    value = checked
                 else:
-                    value = await get_gate(request).run(parser, raw, limits)
+                    value = await gate.run(parser, raw, limits)
             except BodyRejected as exc:
                 state.telemetry.errors.labels(kind="limit").inc()
                 state.telemetry.requests.labels(endpoint=endpoint, status="413").inc()
