@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from bench._targets import Targets
-from bench.loadgen import Connection, LoadResult, closed_loop, http_post, open_loop
+from bench.loadgen import Connection, HealthProbe, LoadResult, closed_loop, http_post, open_loop
 from ltr.demo.service import free_port, stop_process
 
 MAXMEMORY_MB = 64
@@ -144,40 +144,6 @@ class MemorySampler(threading.Thread):
     def peak_mb(self, phase: str) -> float:
         values = [v for p, v in self.samples if p == phase]
         return max(values) / 2**20 if values else float("nan")
-
-
-class HealthProbe(threading.Thread):
-    """``GET /health`` every ``period`` seconds on a connection of its own; the latency of
-    each answer (ms; a failure or timeout counts as 5,000 ms), tagged with the phase."""
-
-    def __init__(self, port: int, period: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.url = f"http://127.0.0.1:{port}/health"
-        self.period = period
-        self.phase = "setup"
-        self.samples: list[tuple[str, float]] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        import urllib.request
-
-        while not self._halt.wait(self.period):
-            t = time.perf_counter()
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as resp:
-                    resp.read()
-                ms = (time.perf_counter() - t) * 1000
-            except Exception:
-                ms = 5000.0
-            self.samples.append((self.phase, ms))
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-
-    def pct(self, phase: str, q: float) -> float:
-        values = [v for p, v in self.samples if p == phase]
-        return float(np.percentile(values, q)) if values else float("nan")
 
 
 # ----------------------------------------------------------------------------- attackers

@@ -9,6 +9,7 @@ omission). Closed loop (saturation): N connections send back to back.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     samples: dict[int, bytes] = field(default_factory=dict)  # status -> a body (non-200)
     wall_s: float = 0.0
+    #: GET /health latencies (ms) probed during this run, when a probe ran.
+    health_ms: list[float] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -173,3 +176,37 @@ async def closed_loop(
     await asyncio.gather(*(run(k) for k in range(concurrency)))
     res.wall_s = time.perf_counter() - t0
     return res
+
+
+class HealthProbe(threading.Thread):
+    """``GET /health`` every ``period`` seconds on a connection of its own; the latency of
+    each answer (ms; a failure or timeout counts as 5,000 ms), tagged with the phase."""
+
+    def __init__(self, port: int, period: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/health"
+        self.period = period
+        self.phase = "setup"
+        self.samples: list[tuple[str, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import urllib.request
+
+        while not self._halt.wait(self.period):
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    resp.read()
+                ms = (time.perf_counter() - t) * 1000
+            except Exception:
+                ms = 5000.0
+            self.samples.append((self.phase, ms))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def pct(self, phase: str, q: float) -> float:
+        values = [v for p, v in self.samples if p == phase]
+        return float(np.percentile(values, q)) if values else float("nan")

@@ -25,8 +25,9 @@ platform's one-worker run (its server idle).
 
 Targets are ratios measured in the same run (absolute times move about 2x between
 machines), with one worker each: p50 and p99 >= 10x lower than the assembled stack's,
-saturation throughput >= 5x higher, end-to-end p50 <= 2x the in-process floor; plus the
-service's memory with both models loaded, no failed request on either stack, and the
+saturation throughput >= 5x higher, end-to-end p50 <= 2x the in-process floor, ``GET
+/health`` p99 <= 50 ms while saturated (probed every 0.1 s on a connection of its own during
+the closed loop); plus the service's memory with both models loaded, no failed request on either stack, and the
 assembled stack's answers identical to the platform's where the champion served (so both
 do the same work). Exits 1 when one is missed.
 """
@@ -55,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from bench._targets import Targets
-from bench.loadgen import LoadResult, closed_loop, http_post, open_loop
+from bench.loadgen import HealthProbe, LoadResult, closed_loop, http_post, open_loop
 from ltr.demo.service import free_port, stop_process
 
 UVICORN_ARGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log")
@@ -67,6 +68,7 @@ MIN_LATENCY_RATIO = 10.0
 MIN_THROUGHPUT_RATIO = 5.0
 MAX_FLOOR_RATIO = 2.0
 MAX_RSS_MB = 400.0
+MAX_HEALTH_P99_MS = 50.0  # GET /health while the service is saturated
 
 
 def build(home: Path, redis_url: str, project: str) -> dict[str, Any]:
@@ -431,7 +433,14 @@ async def measure(
     await closed_loop(host, port, b100, 2 * workers + 2, 2.0 + 2.0 * workers)  # warm-up
     if b1000:
         await closed_loop(host, port, b1000, 1, 2.0)
-    sat = await closed_loop(host, port, b100, SAT_CONNECTIONS, sat_seconds)
+    probe = HealthProbe(port)  # GET /health on its own connection while saturated
+    probe.phase = "saturated"
+    probe.start()
+    try:
+        sat = await closed_loop(host, port, b100, SAT_CONNECTIONS, sat_seconds)
+    finally:
+        probe.stop()
+    sat.health_ms = [ms for _, ms in probe.samples]
     fixed = {}
     for i, rate in enumerate(rates_for(sat.throughput)):
         duration = max(seconds, MIN_FIXED_REQUESTS / rate)  # enough requests for a p99
@@ -622,6 +631,13 @@ def main(argv: list[str] | None = None) -> int:
             f"end-to-end p50 @{rates[worker_counts[0]]:.0f} req/s is "
             f"{first.fixed[rates[worker_counts[0]]].pct_ms(50) / floor_p50:.2f}x the floor"
         )
+        for (name, workers), run in runs.items():
+            h = np.asarray(run.sat.health_ms)
+            print(
+                f"  GET /health while saturated, {name}, {workers} worker(s): "
+                f"p50 {np.percentile(h, 50):.1f} ms, p99 {np.percentile(h, 99):.1f} ms "
+                f"({h.size} probes)"
+            )
         for workers in worker_counts:
             r = runs["platform", workers].fixed[MAX_FIXED_RATE]
             print(
@@ -685,6 +701,13 @@ def main(argv: list[str] | None = None) -> int:
             MAX_FLOOR_RATIO,
             "x",
             ".2f",
+        )
+        targets.at_most(
+            f"GET /health p99 while saturated ({w} worker)",
+            float(np.percentile(p.sat.health_ms, 99)),
+            MAX_HEALTH_P99_MS,
+            "ms",
+            ".1f",
         )
         targets.at_most(
             f"service RSS, 2 models loaded ({w} worker)", p.rss_mb, MAX_RSS_MB, "MB", ".0f"
