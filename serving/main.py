@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         state = AppState.build(s)
         app.state.ltr = state
         await state.start()
+        sys.setswitchinterval(s.gil_switch_interval_ms / 1000.0)
         if s.gc_tuning:
             # Long-lived objects (models, sessions, app) move out of the collector's sight
             # and young-generation collections run less often: fewer latency spikes.

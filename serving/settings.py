@@ -184,6 +184,14 @@ class ServingSettings(BaseSettings):
     reload_interval_s: float = Field(2.0, gt=0)
     onnx_threads: int = Field(1, ge=1)
     gc_tuning: bool = Field(True, description="freeze start-up objects, rarer young-gen GC")
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="how long a thread may hold the GIL while another waits for it (Python's "
+        "default is 5 ms): shorter lets the event loop (/health, new requests) in sooner "
+        "while worker threads compute",
+    )
     api_key: SecretStr | None = Field(None, description="required for admin actions")
 
     @model_validator(mode="after")

@@ -141,3 +141,20 @@ def test_the_serve_command_exits_with_a_one_line_reason(monkeypatch, tmp_path):
 def test_development_settings_serve_requests(store):
     with serve(make_settings(store, environment="development")) as client:
         assert client.post("/api/v1/rank", json=rank_body(2)).status_code == 200
+
+
+def test_the_service_sets_the_gil_switch_interval_it_is_given(store):
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        with serve(make_settings(store, gil_switch_interval_ms=2.5)):
+            assert sys.getswitchinterval() == pytest.approx(0.0025)
+        assert ServingSettings(_env_file=None).gil_switch_interval_ms == 1.0
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_bad_trusted_proxies_are_refused_naming_the_entry(monkeypatch):
+    with pytest.raises(ValidationError, match="LTR_TRUSTED_PROXIES: not an IP address or CIDR"):
+        settings_from_env(monkeypatch, trusted_proxies="10.0.0.0/8, proxy.internal")
