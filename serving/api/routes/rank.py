@@ -105,10 +105,20 @@ def _json(payload: object) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def _defer(gate: Gate, background: BackgroundTasks, tasks: list[Callable[[], object]]) -> None:
-    """Run ``tasks`` after the answer, in the gate's worker threads."""
+def _run_each(tasks: list[Callable[[], object]]) -> None:
+    """Every task in turn; one that fails is logged and does not stop the others."""
     for task in tasks:
-        background.add_task(gate.run, task)
+        try:
+            task()
+        except Exception:
+            log.exception("background task %r failed", task)
+
+
+def _defer(gate: Gate, background: BackgroundTasks, tasks: list[Callable[[], object]]) -> None:
+    """Run ``tasks`` after the answer, in one step of the gate's worker threads (one thread
+    hop for the cache write, the impression log and shadow scoring together)."""
+    if tasks:
+        background.add_task(gate.run, _run_each, list(tasks))
 
 
 @router.post("/rank", response_model=RankResponse)
