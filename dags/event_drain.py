@@ -20,7 +20,8 @@ Exactly once, whatever kills it: a consumer group; its own pending entries re-re
 committed watermark (the largest id in a file); an atomic file per batch; `XACK` only after
 the file is on disk; trimming only below the watermark (`XTRIM MINID`). A re-run after a kill
 acknowledges what was already written and writes the rest. `max_active_runs=1` and a file
-lock keep one drain per stream. Redis errors retry; see `ltr.online.drain`.
+lock keep one drain per stream. Redis errors retry; no event log configured fails at once
+(set `LTR_EVENTS_REDIS_URL` or pause the DAG); the DAG takes no `conf`. See `ltr.online.drain`.
 The same from a shell: `ltr events drain`.
 """
 
@@ -40,9 +41,22 @@ def ltr_event_drain() -> None:
     @task
     def drain() -> dict[str, Any]:
         """Every stream until empty; the report (files, acknowledged, watermark) as XCom."""
-        from ltr.pipelines.online import drain_events
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return drain_events()
+        from ltr.pipelines.conf import refuse_unknown_conf
+        from ltr.pipelines.failures import fail_fast
+        from ltr.pipelines.online import drain_events
+        from ltr.settings import get_settings
+
+        with fail_fast("drain"):
+            refuse_unknown_conf(get_current_context()["dag_run"].conf, (), "ltr_event_drain")
+        if not get_settings().events_redis:  # a setting, not an outage: retrying cannot help
+            raise AirflowFailException(
+                "no event log configured: set LTR_EVENTS_REDIS_URL (or LTR_REDIS_URL) for "
+                "the Airflow workers, or pause ltr_event_drain"
+            )
+        return drain_events()  # Redis unreachable or another drain running: retried
 
     drain()
 

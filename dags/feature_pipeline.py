@@ -40,6 +40,11 @@ daily cron, so the run at midnight (or a manual run for a midnight) covers the d
 6. **publish**: marks the Asset `ltr://features/offline` updated (the event's extra says
    which partitions); the retrain DAG is scheduled on it.
 
+Failures: bad data, a config that disagrees with the offline store, a missing file
+(`ValueError`, `FileNotFoundError`) fail their task **at once** with the fix in the
+message; anything else (Redis or Feast unreachable) is retried twice, 5 minutes apart. The
+DAG takes no `conf` (a run triggered with one is refused at `find_raw`).
+
 Every task is idempotent for its interval: clearing and re-running a day rewrites the same
 files byte for byte and the same online values. Configuration comes from the environment
 only: `LTR_HOME`, `LTR_REDIS_URL`, `LTR_FEAST_PROJECT`, `LTR_PIPELINE_CONFIG` (default
@@ -86,14 +91,20 @@ def ltr_feature_pipeline() -> None:
     @task
     def find_raw() -> list[str]:
         """The raw files of the interval; skips the rest of the run when none landed."""
+        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowSkipException
 
         from ltr.pipelines import feature_pipeline as fp
+        from ltr.pipelines.conf import refuse_unknown_conf
         from ltr.pipelines.config import load_pipeline_config
+        from ltr.pipelines.failures import fail_fast
 
         start, end = _interval()
-        cfg = load_pipeline_config()
-        files = fp.raw_files(start, end, cfg)
+        with fail_fast("find_raw"):
+            conf = get_current_context()["dag_run"].conf
+            refuse_unknown_conf(conf, (), "ltr_feature_pipeline")
+            cfg = load_pipeline_config()
+            files = fp.raw_files(start, end, cfg)
         if not files:
             days = ", ".join(d.isoformat() for d in fp.interval_days(start, end))
             raise AirflowSkipException(f"nothing landed under {fp.raw_dir(cfg)} for {days}")
@@ -108,15 +119,18 @@ def ltr_feature_pipeline() -> None:
 
         from ltr.pipelines import feature_pipeline as fp
         from ltr.pipelines.config import load_pipeline_config
+        from ltr.pipelines.failures import fail_fast
         from ltr.validation import DataValidationError
 
         report_dir = fp.validation_report_dir()
-        try:
-            return fp.validate_raw([Path(f) for f in files], load_pipeline_config(), report_dir)
-        except DataValidationError as exc:  # retrying cannot fix the data
-            raise AirflowFailException(
-                f"raw data failed validation (reports under {report_dir}):\n{exc}"
-            ) from exc
+        with fail_fast("validate"):
+            cfg = load_pipeline_config()
+            try:
+                return fp.validate_raw([Path(f) for f in files], cfg, report_dir)
+            except DataValidationError as exc:  # retrying cannot fix the data
+                raise AirflowFailException(
+                    f"raw data failed validation (reports under {report_dir}):\n{exc}"
+                ) from exc
 
     @task
     def write_offline(files: list[str]) -> dict[str, Any]:
@@ -125,25 +139,31 @@ def ltr_feature_pipeline() -> None:
 
         from ltr.pipelines import feature_pipeline as fp
         from ltr.pipelines.config import load_pipeline_config
+        from ltr.pipelines.failures import fail_fast
 
         start, _ = _interval()
-        return fp.write_offline([Path(f) for f in files], start, load_pipeline_config())
+        with fail_fast("write_offline"):
+            return fp.write_offline([Path(f) for f in files], start, load_pipeline_config())
 
     @task(task_id="apply")
     def apply_features() -> dict[str, Any]:
         """Register feature_repo/ with Feast."""
         from ltr.pipelines import feature_pipeline as fp
+        from ltr.pipelines.failures import fail_fast
 
-        return fp.apply_features()
+        with fail_fast("apply"):
+            return fp.apply_features()
 
     @task
     def materialize() -> dict[str, Any]:
         """The interval (plus the configured overlap) into the online store."""
         from ltr.pipelines import feature_pipeline as fp
         from ltr.pipelines.config import load_pipeline_config
+        from ltr.pipelines.failures import fail_fast
 
         start, end = _interval()
-        return fp.materialize_interval(start, end, load_pipeline_config())
+        with fail_fast("materialize"):
+            return fp.materialize_interval(start, end, load_pipeline_config())
 
     @task(outlets=[FEATURES])
     def publish(written: dict[str, Any], materialized: dict[str, Any]) -> dict[str, Any]:

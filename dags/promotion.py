@@ -5,9 +5,13 @@ Trigger it by hand (**Trigger** → fill in the form). It runs the same code as
 `ltr promote` (`ltr.promotion`) one step per task:
 
 1. **deploy**: the version's `model.onnx` is checked against the sha256 in its
-   `metadata.json` and the current production (the champion) is read from `routing.json`.
-   A version that already serves all traffic and is the registry champion stops here:
-   nothing changes (re-running a finished promotion is safe).
+   `metadata.json`, the version must be **promotable** (the retrain accepted it: its
+   `gates.json`; or it is registered in MLflow), and the current production (the champion)
+   is read from `routing.json`. A version that already serves all traffic and is the
+   registry champion stops here: nothing changes (re-running a finished promotion is safe).
+   An ungated version is refused at once, unless the form's **override** is ticked with a
+   reason: the override is logged, recorded in `promotions.jsonl` and the version is
+   registered, so the `champion` alias still names what serves.
 2. **shift_traffic**: `routing.json` sends `canary_percent` % of users (a stable hash of
    `user_id`) to the new version, or, blue-green, loads it as the idle colour and switches.
 3. **observe**: for `observe_minutes`, the live service's per-version counters
@@ -25,9 +29,13 @@ Trigger it by hand (**Trigger** → fill in the form). It runs the same code as
 7. **report**: the run's result (what happened and why, also in its XCom). A rolled-back
    or failed promotion fails this task, so the run shows red with the reason.
 
-Every step is recorded in `<LTR_HOME>/models/promotions.jsonl`. Defaults of the form come
-from the `promotion` section of the pipeline config (`LTR_PIPELINE_CONFIG`, default
-`<LTR_HOME>/pipeline.yaml` when present, else `configs/pipeline.yaml`). From a shell:
+Every step is recorded in `<LTR_HOME>/models/promotions.jsonl`. The **Model version**
+dropdown lists the model store's versions (newest first) with their status (serving,
+promotion requested, gates passed or rejected), as of the last parse of this file (about
+every 30 s). Defaults of the other fields come from the `promotion` section of the pipeline
+config (`LTR_PIPELINE_CONFIG`, default `<LTR_HOME>/pipeline.yaml` when present, else
+`configs/pipeline.yaml`); the service URL from `$LTR_SERVICE_URL` first. A `conf` key the
+form does not have is refused at the first task. From a shell:
 `ltr promote VERSION --service-url URL`.
 """
 
@@ -48,23 +56,54 @@ from airflow.sdk import (
     task,
 )
 
-from ltr.pipelines.config import load_pipeline_config
+from ltr.pipelines.forms import promotion_defaults, service_url_default, version_choices
 
 STEPS = ("deploy", "shift_traffic", "observe", "decide", "promote", "rollback")
-_defaults = load_pipeline_config().promotion  # YAML + pydantic only: cheap at parse time
+# Parse time reads small files only (YAML, folder names, JSON) and never fails.
+_defaults = promotion_defaults()
+_versions = version_choices()
 
-# A bad Param value or a rejected artifact fails at once; other errors retry.
+# A bad Param value, a rejected artifact or an ungated version fails at once; others retry.
 _NO_RETRY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception=["builtins.ValueError", "ltr.promotion.ArtifactRejected"],
+            exception=[
+                "builtins.ValueError",
+                "ltr.promotion.ArtifactRejected",
+                "ltr.promotion.eligibility.UngatedVersion",
+            ],
             action=RetryAction.FAIL,
-            reason="invalid request or artifact: retrying cannot help",
+            reason="invalid request, artifact or version: retrying cannot help",
         )
     ]
 )
 
 THRESHOLDS = "Thresholds (roll back when exceeded)"
+OVERRIDE = "Override (versions the retrain did not accept)"
+_VERSION_HELP = (
+    "The model-store version to roll out. Only a version the retrain accepted (promotion "
+    "requested) or one registered in MLflow can be promoted without the override below."
+)
+
+
+def _version_param() -> Param:
+    """A dropdown of the store's versions; a typed name when the store was empty at parse."""
+    if _versions:
+        return Param(
+            type="string",
+            enum=list(_versions),
+            values_display=_versions,
+            title="Model version",
+            description=_VERSION_HELP,
+        )
+    return Param(
+        type="string",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        title="Model version",
+        description=_VERSION_HELP + " The model store was empty when this form was built: "
+        "export a version (the ltr_retrain DAG or `ltr export`), then reload the page "
+        "after about 30 s.",
+    )
 
 
 def _params() -> dict[str, Any]:
@@ -98,12 +137,7 @@ def _failed_steps() -> list[str]:
         "retry_policy": _NO_RETRY,
     },
     params={
-        "model_version": Param(
-            type="string",
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-            title="Model version",
-            description="Folder under models/versions/ (as `ltr export` named it).",
-        ),
+        "model_version": _version_param(),
         "strategy": Param(
             _defaults.strategy,
             type="string",
@@ -113,6 +147,9 @@ def _failed_steps() -> list[str]:
                 "blue_green": "blue_green: switch all users at once",
             },
             title="Strategy",
+            description="canary: the canary share of users gets the new version while it is "
+            "observed; blue_green: the new version is loaded as the idle colour, then every "
+            "user is switched and observed.",
         ),
         "canary_percent": Param(
             _defaults.canary_percent,
@@ -120,14 +157,16 @@ def _failed_steps() -> list[str]:
             minimum=1,
             maximum=99.99,
             title="Canary share (%)",
-            description="Share of users on the new version while observing (canary only).",
+            description="Share of users (1 to 99.99 %, by a stable hash of user_id) on the "
+            "new version while observing; canary only.",
         ),
         "observe_minutes": Param(
             _defaults.observe_minutes,
             type="number",
             minimum=0,
             title="Observe (minutes)",
-            description="How long to watch the live service before deciding.",
+            description="How long to watch the live service before deciding (0: decide on "
+            "what the service reports at once).",
         ),
         "max_error_rate": Param(
             _defaults.max_error_rate,
@@ -135,7 +174,8 @@ def _failed_steps() -> list[str]:
             minimum=0,
             maximum=1,
             title="Max error rate",
-            description="Fraction of the new version's requests that may fail (0.01 = 1 %).",
+            description="Fraction of the new version's requests that may fail, 0 to 1 "
+            "(0.01 = 1 %); above it the promotion rolls back.",
             section=THRESHOLDS,
         ),
         "max_p99_ms": Param(
@@ -143,6 +183,8 @@ def _failed_steps() -> list[str]:
             type="number",
             exclusiveMinimum=0,
             title="Max p99 latency (ms)",
+            description="The new version's p99 latency over the window (from the service's "
+            "histogram) may not exceed this; above it the promotion rolls back.",
             section=THRESHOLDS,
         ),
         "min_requests": Param(
@@ -150,14 +192,35 @@ def _failed_steps() -> list[str]:
             type="integer",
             minimum=1,
             title="Min requests",
-            description="Requests the new version must get in the window to be judged.",
+            description="Requests the new version must get in the window to be judged; "
+            "fewer rolls back (insufficient_traffic).",
             section=THRESHOLDS,
         ),
         "service_url": Param(
-            _defaults.service_url,
+            service_url_default(_defaults),
             type=["null", "string"],
             title="Rank service URL",
-            description="Base URL of the rank service to watch, e.g. http://127.0.0.1:8000.",
+            description="Base URL of the rank service to watch (its /api/v1/models and "
+            "/metrics), e.g. http://127.0.0.1:8000 for `ltr serve`. Needed whenever a version "
+            "is already in production. Empty: $LTR_SERVICE_URL of the Airflow workers, else "
+            "promotion.service_url of the pipeline config.",
+        ),
+        "allow_ungated": Param(
+            False,
+            type="boolean",
+            title="Allow an ungated version",
+            description="Promote a version that neither passed the retrain's gates nor is "
+            "registered in MLflow. Needs a reason below; logged, recorded in "
+            "promotions.jsonl and as an MLflow tag.",
+            section=OVERRIDE,
+        ),
+        "override_reason": Param(
+            "",
+            type="string",
+            title="Override reason",
+            description="Why the gates are overridden (required with the override; kept in "
+            "the promotion history). Ignored without the override.",
+            section=OVERRIDE,
         ),
     },
 )

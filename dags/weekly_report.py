@@ -9,8 +9,9 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from ltr.pipelines.config import load_pipeline_config
+from ltr.pipelines.forms import report_defaults
 
-_defaults = load_pipeline_config().report  # YAML + pydantic only: cheap at parse time
+_defaults = report_defaults()  # YAML + pydantic only, never fails: cheap at parse time
 
 DOC_MD = """
 # ltr_weekly_report
@@ -66,13 +67,15 @@ Defaults come from the `report:` section of the pipeline config.
             _defaults.service_url or "",
             type="string",
             title="Rank service URL",
-            description="Where latency and errors are read when no Prometheus URL is set.",
+            description="Where latency and errors are read when no Prometheus URL is set "
+            "(e.g. http://127.0.0.1:8000); empty: not shown in the report.",
         ),
         "prometheus_url": Param(
             _defaults.prometheus_url or "",
             type="string",
             title="Prometheus URL",
-            description="Aggregates every replica; preferred over the service URL.",
+            description="Prometheus base URL (aggregates every replica); preferred over the "
+            "service URL; empty: the service URL is used.",
         ),
     },
 )
@@ -93,23 +96,21 @@ def ltr_weekly_report() -> None:
     def collect() -> dict[str, Any]:
         """Metrics, analysis and decision of the week."""
         from ltr.pipelines.conf import refuse_unknown_conf
+        from ltr.pipelines.failures import fail_fast
         from ltr.pipelines.online import collect as collect_week
         from ltr.pipelines.online import report_week
 
         ctx = get_current_context()
         params = ctx["params"]
-        try:
+        with fail_fast("collect"):
             refuse_unknown_conf(ctx["dag_run"].conf, ctx["dag"].params.keys(), "ltr_weekly_report")
             monday = report_week(ctx["logical_date"], params.get("week") or None)
-        except ValueError as exc:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(str(exc)) from exc
+            alpha = load_pipeline_config().report.alpha
         return collect_week(
             monday,
             service_url=params.get("service_url") or None,
             prometheus_url=params.get("prometheus_url") or None,
-            alpha=load_pipeline_config().report.alpha,
+            alpha=alpha,
         )
 
     @task

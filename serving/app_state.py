@@ -193,7 +193,22 @@ class AppState:
         self.telemetry.models_loaded.set(
             len(self.store.snapshot.models) if self.store.loaded else 0
         )
+        self.export_routing()
         return changed
+
+    def export_routing(self) -> None:
+        """The routing in force as gauges: its version, and the rollout it names (for the
+        alert on a canary left on past its observation window)."""
+        if not self.store.loaded:
+            return
+        cfg = self.store.snapshot.config
+        tel = self.telemetry
+        tel.routing_version.set(cfg.version)
+        tel.rollout_started.clear()
+        tel.rollout_deadline.clear()
+        if cfg.rollout is not None:
+            tel.rollout_started.labels(version=cfg.rollout.version).set(cfg.rollout.started_at)
+            tel.rollout_deadline.labels(version=cfg.rollout.version).set(cfg.rollout.deadline)
 
     async def reload_loop(self) -> None:
         while True:
@@ -214,6 +229,7 @@ class AppState:
         await asyncio.to_thread(self.store.load)
         await asyncio.to_thread(self.warm_readers)
         self.telemetry.models_loaded.set(len(self.store.snapshot.models))
+        self.export_routing()
         self.reload_task = asyncio.create_task(self.reload_loop())
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +25,10 @@ import onnxruntime as ort
 from serving.errors import RoutingConfigError
 from serving.features.schema import CompiledSchema, compile_schema
 from serving.routing import Router, RoutingConfig, RoutingWatcher
+
+#: How a request handled by a version ended: answered, refused for the request's own fault
+#: (4xx), or failed on the server's side (5xx).
+Outcome = Literal["ok", "client_error", "server_error"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,8 @@ class LoadedModel:
     schema: CompiledSchema
     stamp: tuple[float, int, float]
     requests: int = 0
-    errors: int = 0
+    errors: int = 0  # server-side failures (5xx)
+    client_errors: int = 0  # 4xx answers: the request, not the model, was at fault
     latency_sum_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -86,12 +91,14 @@ class LoadedModel:
         out = self.session.run(None, {"features": features})[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
-    def record(self, seconds: float, ok: bool) -> None:
+    def record(self, seconds: float, outcome: Outcome = "ok") -> None:
         with self._lock:
             self.requests += 1
             self.latency_sum_s += seconds
-            if not ok:
+            if outcome == "server_error":
                 self.errors += 1
+            elif outcome == "client_error":
+                self.client_errors += 1
 
 
 def load_version(root: Path, version: str, threads: int = 1) -> LoadedModel:
@@ -262,8 +269,11 @@ class ModelStore:
     def _fallback(
         self, config: RoutingConfig, first: ArtifactError
     ) -> tuple[RoutingConfig, Router, dict[str, LoadedModel]]:
-        single = RoutingConfig(
-            version=config.version, strategy="single", production=config.production
+        single = RoutingConfig(  # the rollout stays visible (its deadline alert too)
+            version=config.version,
+            strategy="single",
+            production=config.production,
+            rollout=config.rollout,
         )
         if first.version != config.production:
             try:

@@ -107,6 +107,21 @@ class Interleave(_Frozen):
     percent: Percent = 100.0
 
 
+class Rollout(_Frozen):
+    """The promotion that wrote a canary or blue-green routing (``ltr.promotion``): which
+    version it rolls out, when it started (Unix time) and how long its observation window
+    is; ``started_at + window_s`` is when a decision was due (an alert fires after it)."""
+
+    promotion_id: Annotated[str, Field(min_length=1)]
+    version: Version
+    started_at: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    window_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+    @property
+    def deadline(self) -> float:
+        return self.started_at + self.window_s
+
+
 class RoutingConfig(_Frozen):
     """The validated content of ``routing.json`` (immutable)."""
 
@@ -118,6 +133,7 @@ class RoutingConfig(_Frozen):
     shadow: Shadow | None = None
     interleave: Interleave | None = None
     salt: str = ""
+    rollout: Rollout | None = None
 
     @model_validator(mode="after")
     def _check_strategy(self) -> Self:

@@ -151,7 +151,8 @@ class VersionInfo(BaseModel):
     n_features: int
     feature_views: list[str]
     requests: int
-    errors: int
+    errors: int  # failed on the server's side (5xx)
+    client_errors: int = 0  # refused for the request's fault (4xx)
     mean_latency_ms: float | None
     roles: list[str]
 

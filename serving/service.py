@@ -17,7 +17,7 @@ import numpy as np
 from serving.cache import RankCache
 from serving.events import EventLog
 from serving.features.schema import MissingRequiredFeatures, assemble
-from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore
+from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore, Outcome
 from serving.redis_guard import RedisGuard
 from serving.routing import Decision, team_draft_interleave
 from serving.schemas import RankRequest, RankResponse
@@ -50,6 +50,14 @@ class NonFiniteScore(FloatingPointError):
     def __init__(self, message: str, *, caused_by_request: bool) -> None:
         super().__init__(message)
         self.caused_by_request = caused_by_request
+
+
+def client_fault(exc: BaseException) -> bool:
+    """True when a failed rank was the request's fault (answered 4xx): a required feature
+    it did not send, or feature values that drove the model out of range."""
+    return isinstance(exc, MissingRequiredFeatures) or (
+        isinstance(exc, NonFiniteScore) and exc.caused_by_request
+    )
 
 
 class FeatureReader(Protocol):
@@ -192,8 +200,18 @@ class RankService:
             for r, (i, s) in enumerate(zip(order.tolist(), scores, strict=True), start=1)
         ]
 
+    # ------------------------------------------------------------ counters
+    def record_outcome(self, model: LoadedModel, seconds: float, outcome: Outcome) -> None:
+        """Count one request ``model`` handled, in ``GET /api/v1/models`` and in the
+        Prometheus metrics a promotion judges (``ltr_model_requests_total``,
+        ``ltr_model_latency_seconds``, failed requests included)."""
+        model.record(seconds, outcome)
+        self.telemetry.model_requests.labels(model_version=model.version, outcome=outcome).inc()
+        self.telemetry.model_latency.labels(model_version=model.version).observe(seconds)
+
     # ------------------------------------------------------------ rank
     def rank(self, req: RankRequest, request_id: str) -> RankOutcome:
+        t0 = time.perf_counter()
         self.check_limits(req)
         snap = self.store.snapshot
         decision: Decision = snap.router.decide(req.user_id, request_id)
@@ -213,11 +231,11 @@ class RankService:
             self._stage.labels(stage="cache").observe(time.perf_counter() - t)
             self.telemetry.cache.labels(result="hit" if ranked is not None else "miss").inc()
         if ranked is None:
-            t_score = time.perf_counter()
             try:
                 scored = self._score(model, req)
-            except Exception:
-                model.record(time.perf_counter() - t_score, False)
+            except Exception as exc:
+                outcome: Outcome = "client_error" if client_fault(exc) else "server_error"
+                self.record_outcome(model, time.perf_counter() - t0, outcome)
                 raise
             ranked = self._ranked(scored, None)
             if key is not None:

@@ -41,6 +41,11 @@ class Telemetry:
     shadow: Counter
     models_loaded: Gauge
     candidates: Histogram
+    model_requests: Counter
+    model_latency: Histogram
+    routing_version: Gauge
+    rollout_started: Gauge
+    rollout_deadline: Gauge
 
 
 def create_telemetry() -> Telemetry:
@@ -94,6 +99,37 @@ def create_telemetry() -> Telemetry:
             "ltr_candidates_per_request",
             "Candidates per rank request",
             buckets=(1, 10, 25, 50, 100, 200, 500, 1000, 5000),
+            registry=reg,
+        ),
+        # What a promotion judges, summed over replicas by Prometheus or by the scraper of
+        # ltr.promotion: every rank (and batch item) a version handled, by outcome
+        # (ok, client_error = a 4xx, server_error = a 5xx), and the latency of all of them.
+        model_requests=Counter(
+            "ltr_model_requests",
+            "Rank requests (and batch items) handled by each model version, by outcome",
+            ["model_version", "outcome"],
+            registry=reg,
+        ),
+        model_latency=Histogram(
+            "ltr_model_latency_seconds",
+            "Latency of every rank request a model version handled, failed ones included",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        routing_version=Gauge(
+            "ltr_routing_version", "Version of the routing.json in force", registry=reg
+        ),
+        rollout_started=Gauge(
+            "ltr_rollout_started_timestamp_seconds",
+            "Start (Unix time) of the rollout routing.json names, by version being rolled out",
+            ["version"],
+            registry=reg,
+        ),
+        rollout_deadline=Gauge(
+            "ltr_rollout_deadline_timestamp_seconds",
+            "When (Unix time) the rollout routing.json names should have been decided",
+            ["version"],
             registry=reg,
         ),
     )

@@ -67,13 +67,32 @@ class Gates(_Frozen):
 
 
 class PromotionDefaults(_Frozen):
+    """Defaults of the promotion form (``ltr_promotion``)."""
+
     strategy: Literal["canary", "blue_green"] = "canary"
     canary_percent: float = Field(10.0, gt=0, le=100)
     observe_minutes: float = Field(10.0, ge=0)
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_p99_ms: float = Field(50.0, gt=0)
     min_requests: int = Field(50, ge=0)
-    service_url: str | None = "http://127.0.0.1:8000"
+    service_url: str | None = Field(
+        None,
+        description="the rank service to observe; unset: $LTR_SERVICE_URL, else the form's "
+        "field stays empty (no guessed port)",
+    )
+    # With several replicas the rollout is judged on the whole fleet's counters (see
+    # ltr.promotion.fleet): a Prometheus that scrapes them all, else every replica's URL, else
+    # the Kubernetes Service's ready endpoints; service_url alone is one replica.
+    prometheus_url: str | None = Field(
+        None, description="Prometheus that scrapes every replica (preferred when set)"
+    )
+    prometheus_selector: str = Field(
+        "", description='label matchers of the replicas, e.g. namespace="ltr",job="ltr-serving"'
+    )
+    replica_urls: tuple[str, ...] = Field((), description="every replica's own URL")
+    kubernetes_service: str | None = Field(
+        None, description="[namespace/]name whose EndpointSlices list the replicas (in-cluster)"
+    )
 
 
 class ReportConfig(_Frozen):

@@ -55,6 +55,7 @@ __all__ = [
     "apply_features",
     "file_event_time",
     "interval_days",
+    "layout_problems",
     "materialize_interval",
     "raw_dir",
     "raw_files",
@@ -178,7 +179,7 @@ def validation_policy(cfg: PipelineConfig, n_features: int | None = None) -> Val
     )
 
 
-def _layout_problems(cfg: PipelineConfig, layout: dict[str, Any] | None, where: Path) -> list[str]:
+def layout_problems(cfg: PipelineConfig, layout: dict[str, Any] | None, where: Path) -> list[str]:
     """Where the pipeline config disagrees with the offline store's recorded layout."""
     if layout is None:
         return []
@@ -194,7 +195,9 @@ def _layout_problems(cfg: PipelineConfig, layout: dict[str, Any] | None, where: 
     if sorted(cfg.doc_feature_indices) != doc_cols:
         problems.append(
             f"offline store {where}: document-only columns {doc_cols}, the pipeline config "
-            f"has doc_feature_indices {sorted(cfg.doc_feature_indices)} (0-based)"
+            f"has doc_feature_indices {sorted(cfg.doc_feature_indices)} (0-based); set "
+            f"doc_feature_indices: {doc_cols} in the pipeline config, or use another "
+            "LTR_HOME for another layout"
         )
     return problems
 
@@ -217,7 +220,7 @@ def validate_raw(
     """
     store = offline_dir(settings)
     layout = read_layout(store)
-    problems = _layout_problems(cfg, layout, store)
+    problems = layout_problems(cfg, layout, store)
     expected = int(layout["n_features"]) if layout is not None else cfg.validation.n_features
     policy = validation_policy(cfg, expected)
 

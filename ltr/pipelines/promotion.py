@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from ltr.model_store import read_routing
 from ltr.pipelines.config import PromotionDefaults, load_pipeline_config
+from ltr.pipelines.forms import SERVICE_URL_ENV, service_url_default
 from ltr.promotion import (
     Observation,
     PromotionPlan,
@@ -37,6 +38,7 @@ from ltr.promotion import (
     shift_traffic,
     versions_in_flight,
 )
+from ltr.promotion.eligibility import check_promotable
 from ltr.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ def plan_from_params(
     if not version:
         raise ValueError("model_version is required (a folder name under models/versions/)")
     strategy = str(get("strategy")).replace("-", "_")
-    url = str(get("service_url") or "").strip()
+    url = str(params.get("service_url") or service_url_default(d) or "").strip()
+    reason = str(params.get("override_reason") or "").strip()
     return PromotionPlan(
         store_version=version,
         strategy=strategy,  # type: ignore[arg-type]  # validated by PromotionPlan
@@ -71,6 +74,12 @@ def plan_from_params(
         max_p99_ms=float(get("max_p99_ms")),
         min_requests=int(get("min_requests")),
         service_url=url or None,
+        replica_urls=tuple(d.replica_urls),
+        prometheus_url=d.prometheus_url,
+        prometheus_selector=d.prometheus_selector,
+        kubernetes_service=d.kubernetes_service,
+        allow_ungated=bool(params.get("allow_ungated") or False),
+        override_reason=reason or None,
     )
 
 
@@ -95,7 +104,9 @@ def deploy_step(params: Mapping[str, Any]) -> dict[str, Any]:
 
     ``status``: ``already_promoted`` (the version serves alone and is the registry champion:
     nothing to do, nothing recorded), ``registry_behind`` (it serves alone but the registry
-    alias has not followed: only the promote step runs) or ``deployed``.
+    alias has not followed: only the promote step runs) or ``deployed``. Before anything is
+    written, the version must be promotable (:func:`ltr.promotion.eligibility.
+    check_promotable`: a passing gate verdict, a registration, or an explicit override).
     """
     plan = plan_from_params(params)
     models, registry_name, v = _models_dir(), _registry_name(), plan.store_version
@@ -112,9 +123,15 @@ def deploy_step(params: Mapping[str, Any]) -> dict[str, Any]:
                 return {**out, "status": "already_promoted", "champion": v, "promotion_id": None}
             pid = uuid.uuid4().hex[:12]
             return {**out, "status": "registry_behind", "champion": None, "promotion_id": pid}
-        if routing is not None and not plan.service_url:
-            raise ValueError("observing the rollout needs the rank service's URL (service_url)")
+        if routing is not None and not plan.observes:
+            raise ValueError(
+                "observing the rollout needs the rank service's URL: fill in service_url "
+                f"(or set {SERVICE_URL_ENV} for Airflow, or promotion.service_url, "
+                "promotion.prometheus_url, promotion.replica_urls or "
+                "promotion.kubernetes_service in the pipeline config)"
+            )
         pid = uuid.uuid4().hex[:12]
+        eligibility = check_promotable(plan, models, registry_name=registry_name, promotion_id=pid)
         rec = deploy(plan, models, promotion_id=pid)
     return {
         **out,
@@ -122,6 +139,7 @@ def deploy_step(params: Mapping[str, Any]) -> dict[str, Any]:
         "champion": rec["champion"],
         "promotion_id": pid,
         "sha256": rec["numbers"]["sha256"],
+        "eligibility": eligibility,
     }
 
 

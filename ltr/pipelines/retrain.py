@@ -12,11 +12,17 @@ One run works on one data interval, named by its *run key* (the interval end, UT
 3. :func:`evaluate_against_champion`: the production model of ``routing.json`` (its exported
    ONNX) and every candidate on the same held-out test queries; the best candidate wins;
 4. :func:`export_challenger`: ONNX export with the parity gate and latency figures, feature
-   schema read online (Feast / Redis);
+   schema read online (Feast / Redis), into the run's staging store
+   (``<LTR_HOME>/pipelines/retrain/<run key>/export/``), not the serving model store;
 5. :func:`register_and_request`: when every gate passes
-   (:func:`ltr.pipelines.gates.judge_gates`), register in
-   MLflow (alias ``challenger``) and write ``<LTR_HOME>/promotions/requests/<version>.json``;
-   at most once per run key.
+   (:func:`ltr.pipelines.gates.judge_gates`), publish the version into the model store with
+   its verdict (``gates.json``), register it in MLflow (alias ``challenger``) and write
+   ``<LTR_HOME>/promotions/requests/<version>.json``; at most once per run key. A rejected
+   challenger stays in the staging store: it can never be chosen for promotion.
+
+Before step 1, :func:`ltr.pipelines.preflight.check_retrain_inputs` checks the config against
+the experiment configs, the offline store's layout and the champion (a mismatch fails the
+run at once, before training).
 
 Return values are small JSON-able dicts (paths and numbers): they travel as Airflow XComs.
 """
@@ -42,7 +48,7 @@ from ltr.pipelines.retrain_data import (
     requests_dir,
     run_key,
 )
-from ltr.pipelines.retrain_export import export_challenger
+from ltr.pipelines.retrain_export import export_challenger, publish_challenger
 from ltr.settings import Settings
 
 if TYPE_CHECKING:
@@ -299,12 +305,25 @@ def register_and_request(
     )
     base["gates"] = decision.to_dict()
     if not decision.accepted:
-        log.warning("run %s: %s rejected: %s", key, export["version"], decision.reason)
+        log.warning(
+            "run %s: %s rejected (kept out of the model store, staged under %s): %s",
+            key,
+            export["version"],
+            export.get("path"),
+            decision.reason,
+        )
         return {**base, "status": "rejected", "reason": decision.reason}
 
     best = evaluation["best"]
+    verdict = {
+        **decision.to_dict(),
+        "run_key": key,
+        "judged_by": "ltr_retrain",
+        "judged_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    published = publish_challenger(export, verdict, settings)  # only now in the serving store
     registered = register_model(
-        Path(export["path"]),
+        published,
         name=cfg.registry_name,
         run_id=best.get("mlflow_run_id"),
         alias=CHALLENGER,
@@ -336,7 +355,7 @@ def register_and_request(
             "run_id": registered.run_id,
             "aliases": list(registered.aliases),
         },
-        "artifact": {"path": export["path"], "sha256": export["sha256"]},
+        "artifact": {"path": str(published), "sha256": export["sha256"]},
         "data": {
             "fingerprint": data["data_fingerprint"],
             "queries": data["queries"],
@@ -354,6 +373,7 @@ def register_and_request(
         **base,
         "status": "requested",
         "reason": decision.reason,
+        "path": str(published),
         "request": str(path),
         "mlflow_model_version": registered.version,
     }

@@ -13,3 +13,7 @@ class ArtifactRejected(PromotionError):
 
 class PromotionInProgress(PromotionError):
     """Another promotion holds the model store, or routing shows one for another version."""
+
+
+class PromotionPreempted(PromotionError):
+    """Routing changed under a running promotion (a rollback won): it stops, writes nothing."""

@@ -1,33 +1,42 @@
 """Watching a rollout on the live rank service, and the verdict on what was seen.
 
-:func:`observe` reads ``GET {service_url}/api/v1/models`` (per-version requests, errors and
-mean latency) every ``poll_seconds`` and ``GET /metrics`` (the per-version latency
-histogram, for p99) at both ends of the window; every number is a delta over the window, so
-traffic from before the rollout does not count, and a counter reset (a restarted service)
-is detected. :func:`judge` turns the challenger's numbers into a verdict; see
-:mod:`ltr.promotion` for what each verdict leads to.
+:func:`observe` reads the whole fleet (:mod:`ltr.promotion.fleet`: Prometheus, or every
+replica's ``GET /api/v1/models`` and ``GET /metrics``) every ``poll_seconds``; every number
+is an increase over the window, summed over the replicas, so traffic from before the
+rollout does not count and a restarted replica is detected (its counters drop). Latency is
+that of every request the challenger handled, failures included. :func:`judge` turns the
+challenger's numbers into a verdict; see :mod:`ltr.promotion.run` for what each leads to.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from ltr.model_store import read_routing
+from ltr.promotion.fleet import (
+    Fetch,
+    Fleet,
+    FleetReading,
+    PrometheusFleet,
+    ScrapeFleet,
+    VersionTotals,
+    http_get,
+    kubernetes_replicas,
+)
 
 if TYPE_CHECKING:
     from ltr.promotion.run import PromotionPlan
 
 log = logging.getLogger(__name__)
 
-Verdict = Literal["promote", "rollback", "insufficient_traffic"]
-#: GET url -> response body; raises on failure (tests pass fakes).
-Fetch = Callable[[str], str]
-_LATENCY_BUCKET = "ltr_request_latency_seconds_bucket"
+Verdict = Literal["promote", "rollback", "insufficient_traffic", "preempted"]
 
 
 @dataclass(frozen=True)
@@ -36,15 +45,20 @@ class Observation:
     reason: str
     version: str
     requests: int = 0
-    errors: int = 0
-    error_rate: float | None = None
+    errors: int = 0  # server-side (5xx)
+    client_errors: int = 0  # 4xx: held against the challenger only beyond the champion's rate
+    error_rate: float | None = None  # errors / (requests - client_errors)
     mean_latency_ms: float | None = None
     p99_ms: float | None = None
     latency_source: str = "none"  # histogram (p99 from /metrics) | mean | none
+    latency_requests: int | None = None  # requests in the latency histogram (failures too)
     champion: dict[str, Any] | None = None
     observed_s: float = 0.0
     samples: int = 0
     fetch_failures: int = 0
+    source: str = ""  # where the numbers came from (replicas or Prometheus)
+    routing_version: int | None = None  # the rollout's routing version that was observed
+    replicas: dict[str, int | None] | None = None  # routing version per replica at the end
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,49 +69,7 @@ class Observation:
 
 
 def _http_get(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body: bytes = resp.read()
-    return body.decode("utf-8")
-
-
-def _counters(doc: dict[str, Any]) -> dict[str, tuple[int, int, float]]:
-    """{version: (requests, errors, latency sum in ms)} from GET /api/v1/models."""
-    out = {}
-    for row in doc.get("versions", []):
-        n = int(row.get("requests") or 0)
-        out[row["version"]] = (
-            n,
-            int(row.get("errors") or 0),
-            (row.get("mean_latency_ms") or 0) * n,
-        )
-    return out
-
-
-def _delta(
-    now: tuple[int, int, float], base: tuple[int, int, float] | None
-) -> tuple[int, int, float]:
-    if base is None or now[0] < base[0]:  # new, or the service restarted (counters reset)
-        return now
-    return now[0] - base[0], now[1] - base[1], now[2] - base[2]
-
-
-def _buckets(text: str, version: str) -> dict[float, float]:
-    """Cumulative latency-histogram counts of ``version`` on /api/v1/rank, by upper bound."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if (
-                s.name == _LATENCY_BUCKET
-                and s.labels.get("model_version") == version
-                and s.labels.get("endpoint") == "rank"
-            ):
-                le = float(s.labels["le"])
-                out[le] = out.get(le, 0.0) + float(s.value)
-    return out
+    return http_get(url)
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -120,99 +92,178 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 
 def judge(
-    plan: PromotionPlan, requests: int, errors: int, latency_ms: float | None, latency_kind: str
+    plan: PromotionPlan,
+    requests: int,
+    errors: int,
+    latency_ms: float | None,
+    latency_kind: str,
+    *,
+    client_errors: int = 0,
+    champion_client_rate: float | None = None,
 ) -> tuple[Verdict, str]:
-    """The verdict on a challenger's numbers over the observation window."""
+    """The verdict on a challenger's numbers over the observation window.
+
+    ``errors`` are server-side failures (5xx), judged on the requests that were not the
+    client's fault. ``client_errors`` (4xx) are the client's fault unless the challenger
+    refuses more requests than the champion does on the same traffic
+    (``champion_client_rate``; without it, every 4xx is held against the challenger): an
+    excess above ``max_error_rate`` rolls back (say, a feature the new model requires and
+    the clients do not send). ``latency_ms`` covers every request, failures included.
+    """
     if requests < plan.min_requests:
         return "insufficient_traffic", (
             f"only {requests} request(s) reached {plan.store_version}, "
             f"{plan.min_requests} needed for a decision"
         )
-    rate = errors / requests
+    answerable = requests - client_errors
+    rate = errors / answerable if answerable else 0.0
     if rate > plan.max_error_rate:
         return "rollback", (
-            f"error rate {rate:.2%} ({errors}/{requests}) above the limit {plan.max_error_rate:.2%}"
+            f"error rate {rate:.2%} ({errors}/{answerable}) "
+            f"above the limit {plan.max_error_rate:.2%}"
+        )
+    c_rate = client_errors / requests
+    base = champion_client_rate or 0.0
+    if c_rate - base > plan.max_error_rate:
+        vs = (
+            f"the champion's {base:.2%}"
+            if champion_client_rate is not None
+            else "0% (no champion traffic to compare with)"
+        )
+        return "rollback", (
+            f"4xx rate {c_rate:.2%} ({client_errors}/{requests}) exceeds {vs} by "
+            f"{c_rate - base:.2%}, above the limit {plan.max_error_rate:.2%}"
         )
     if latency_ms is not None and latency_ms > plan.max_p99_ms:
         return "rollback", (
             f"{latency_kind} latency {latency_ms:.1f} ms above the limit {plan.max_p99_ms:g} ms"
         )
     lat = f"{latency_kind} latency {latency_ms:.2f} ms" if latency_ms is not None else "latency n/a"
+    extra = f", {client_errors} client 4xx not counted" if client_errors else ""
     return "promote", (
-        f"error rate {rate:.2%} ({errors}/{requests}) <= {plan.max_error_rate:.2%}, "
+        f"error rate {rate:.2%} ({errors}/{answerable}) <= {plan.max_error_rate:.2%}{extra}, "
         f"{lat} <= {plan.max_p99_ms:g} ms"
     )
 
 
-class _Service:
-    """Reads of one rank service's counters, counting failed reads."""
+def fleet_for(
+    plan: PromotionPlan, fetch: Fetch | None = None, clock: Callable[[], float] = time.monotonic
+) -> Fleet:
+    """Where the plan's numbers come from: Prometheus when ``prometheus_url`` is set, else
+    every replica (``replica_urls``, or the Kubernetes Service ``kubernetes_service``), else
+    the one ``service_url`` (right for one replica only)."""
+    if plan.prometheus_url:
+        return PrometheusFleet(plan.prometheus_url, plan.prometheus_selector, fetch)
+    if plan.replica_urls:
+        return ScrapeFleet(list(plan.replica_urls), fetch)
+    if plan.kubernetes_service:
+        service = plan.kubernetes_service
+        return ScrapeFleet(lambda: kubernetes_replicas(service), fetch)
+    if plan.service_url:
+        return ScrapeFleet([plan.service_url], fetch)
+    raise ValueError(
+        "observing needs the service: --service-url, --replica (each replica), "
+        "--kubernetes-service or --prometheus-url"
+    )
 
-    def __init__(self, url: str, fetch: Fetch | None) -> None:
-        self.url = url.rstrip("/")
-        self.get = fetch or _http_get
-        self.failures = 0
-        self.last_error = ""
 
-    def models(self) -> dict[str, Any] | None:
-        try:
-            doc: dict[str, Any] = json.loads(self.get(f"{self.url}/api/v1/models"))
-            return doc
-        except Exception as exc:
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
+def _applied(routing: dict[str, int | None], routing_version: int | None) -> bool:
+    """Every replica that answered serves ``routing_version`` (and one at least answered)."""
+    seen = [v for v in routing.values() if v is not None]
+    return bool(seen) and (routing_version is None or min(seen) >= routing_version)
+
+
+def _wait_applied(
+    fleet: Fleet,
+    routing_version: int | None,
+    *,
+    timeout_s: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> dict[str, int | None] | None:
+    t0 = clock()
+    while True:
+        routing = fleet.routing_versions()
+        if _applied(routing, routing_version):
+            return routing
+        if clock() - t0 >= timeout_s:
             return None
-
-    def histogram(self, version: str) -> dict[float, float] | None:
-        try:
-            return _buckets(self.get(f"{self.url}/metrics"), version)
-        except Exception as exc:
-            log.info("no latency histogram from %s/metrics: %s", self.url, exc)
-            return None
-
-    def wait_applied(
-        self,
-        routing_version: int | None,
-        version: str,
-        *,
-        timeout_s: float,
-        sleep: Callable[[float], None],
-        clock: Callable[[], float],
-    ) -> dict[str, Any] | None:
-        """The first /api/v1/models answer showing ``routing_version`` in force (or, without
-        one, ``version`` served); None after ``timeout_s``."""
-        t0 = clock()
-        while True:
-            doc = self.models()
-            if doc is not None and (
-                int(doc.get("routing_version", 0)) >= routing_version
-                if routing_version is not None
-                else any(
-                    r.get("version") == version and r.get("roles") for r in doc.get("versions", [])
-                )
-            ):
-                return doc
-            if clock() - t0 >= timeout_s:
-                return None
-            sleep(0.25)
+        sleep(0.25)
 
 
 def wait_for_routing(
-    service_url: str,
+    service_url: str | None,
     routing_version: int,
     *,
     timeout_s: float = 60.0,
     fetch: Fetch | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    plan: PromotionPlan | None = None,
 ) -> str | None:
-    """None once the service serves ``routing_version``; otherwise why not (after the timeout)."""
-    svc = _Service(service_url, fetch)
-    if svc.wait_applied(routing_version, "", timeout_s=timeout_s, sleep=sleep, clock=clock):
+    """None once the service (every replica of ``plan``'s fleet, when given) serves
+    ``routing_version``; otherwise why not (after the timeout)."""
+    fleet = (
+        fleet_for(plan, fetch, clock)
+        if plan is not None
+        else ScrapeFleet([service_url or ""], fetch)
+    )
+    if _wait_applied(fleet, routing_version, timeout_s=timeout_s, sleep=sleep, clock=clock):
         return None
-    why = f" (last error: {svc.last_error})" if svc.last_error else ""
+    why = f" (last error: {fleet.last_error})" if fleet.last_error else ""
     return (
         f"the service did not apply routing version {routing_version} within {timeout_s:g} s{why}"
     )
+
+
+def _preempted_by(
+    reading: FleetReading | None, routing_version: int | None, models_dir: Path | None
+) -> str | None:
+    """Why the rollout no longer owns the routing (a rollback or another writer), or None."""
+    if routing_version is None:
+        return None
+    if models_dir is not None:
+        current = read_routing(models_dir)
+        found = int(current["version"]) if current else None
+        if found != routing_version:
+            return f"routing.json moved from version {routing_version} to {found}"
+    if reading is not None:
+        ahead = {r: v for r, v in reading.routing.items() if v is not None and v > routing_version}
+        if ahead:
+            return (
+                f"the service serves routing version {max(ahead.values())}, newer than the "
+                f"rollout's {routing_version}"
+            )
+    return None
+
+
+def _champion_numbers(reading: FleetReading, version: str) -> dict[str, Any] | None:
+    champ_v = reading.production if reading.production != version else None
+    if champ_v is None:
+        champ_v = next((o for o in sorted(reading.versions) if o != version), None)
+    t = reading.versions.get(champ_v or "")
+    if champ_v is None or t is None:
+        return None
+    answerable = t.requests - t.client_errors
+    return {
+        "version": champ_v,
+        "requests": t.requests,
+        "errors": t.errors,
+        "client_errors": t.client_errors,
+        "error_rate": t.errors / answerable if answerable else None,
+        "client_error_rate": t.client_errors / t.requests if t.requests else None,
+        "mean_latency_ms": t.mean_latency_ms,
+    }
+
+
+def _latency(t: VersionTotals) -> tuple[float | None, str]:
+    if t.p99_s is not None:
+        return t.p99_s * 1000, "histogram"
+    q = quantile(0.99, t.buckets) if t.buckets else None
+    if q is not None:
+        return q * 1000, "histogram"
+    mean = t.mean_latency_ms
+    return mean, "mean" if mean is not None else "none"
 
 
 def observe(
@@ -222,99 +273,121 @@ def observe(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     routing_version: int | None = None,
+    models_dir: Path | None = None,
 ) -> Observation:
-    """Watch the challenger's counters on the service for ``observe_minutes`` and judge.
+    """Watch the challenger across the fleet (:func:`fleet_for`) for ``observe_minutes``
+    and judge.
 
-    The window starts once the service reports ``routing_version`` (or, without one, serves
-    the challenger); if it does not within ``apply_timeout_s``, the verdict is ``rollback``.
+    The window starts once every replica reports ``routing_version``; if they do not within
+    ``apply_timeout_s``, the verdict is ``rollback``. When routing moves past
+    ``routing_version`` meanwhile (``models_dir``'s routing.json, or a replica serving a
+    newer one: a rollback pre-empted the rollout), the verdict is ``preempted`` at once.
     """
-    if not plan.service_url:
-        raise ValueError("observing needs the service URL (service_url / --service-url)")
-    svc = _Service(plan.service_url, fetch)
+    fleet = fleet_for(plan, fetch, clock)
     v = plan.store_version
-    first = svc.wait_applied(
-        routing_version, v, timeout_s=plan.apply_timeout_s, sleep=sleep, clock=clock
+    source = fleet.describe()
+    first = _wait_applied(
+        fleet, routing_version, timeout_s=plan.apply_timeout_s, sleep=sleep, clock=clock
     )
+    common: dict[str, Any] = {"source": source, "routing_version": routing_version}
     if first is None:
-        why = f" (last error: {svc.last_error})" if svc.last_error else ""
+        why = f" (last error: {fleet.last_error})" if fleet.last_error else ""
         return Observation(
             "rollback",
             f"the service did not apply routing version {routing_version} serving {v} "
             f"within {plan.apply_timeout_s:g} s{why}",
             v,
-            fetch_failures=svc.failures,
+            fetch_failures=fleet.failures,
+            **common,
         )
-    base = _counters(first)
-    base_hist = svc.histogram(v)
+    fleet.start()
     start = clock()
     deadline = start + plan.observe_minutes * 60
-    last, samples, early = first, 1, False
+    last: FleetReading | None = None
+    samples, early = 1, False
     while clock() < deadline:
         sleep(max(0.0, min(plan.poll_seconds, deadline - clock())))
-        doc = svc.models()
-        if doc is None:
+        reading = fleet.read()
+        moved = _preempted_by(reading, routing_version, models_dir)
+        if moved:
+            return Observation(
+                "preempted",
+                f"the rollout of {v} was pre-empted: {moved}",
+                v,
+                observed_s=round(clock() - start, 3),
+                samples=samples,
+                fetch_failures=fleet.failures,
+                **common,
+            )
+        if reading is None:
             continue
         samples += 1
-        last = doc
-        counts = _counters(doc)
-        if v not in counts:
-            return Observation(
-                "rollback",
-                f"the service stopped serving {v} during the observation (routing changed?)",
-                v,
-                observed_s=clock() - start,
-                samples=samples,
-                fetch_failures=svc.failures,
+        last = reading
+        t = reading.versions.get(v, VersionTotals())
+        if t.requests >= plan.min_requests:
+            champ = _champion_numbers(reading, v)
+            verdict, _ = judge(
+                plan,
+                t.requests,
+                t.errors,
+                None,
+                "p99",
+                client_errors=t.client_errors,
+                champion_client_rate=(champ or {}).get("client_error_rate"),
             )
-        n, e, _ = _delta(counts[v], base.get(v))
-        if n >= plan.min_requests and e / n > plan.max_error_rate:
-            early = True
-            break
-    counts = _counters(last)
-    n, e, lat_sum = _delta(counts.get(v, (0, 0, 0.0)), base.get(v))
-    mean = lat_sum / n if n else None
-    p99, source = None, "mean" if mean is not None else "none"
-    end_hist = svc.histogram(v)
-    if base_hist is not None and end_hist:
-        delta = {le: c - base_hist.get(le, 0.0) for le, c in end_hist.items()}
-        if min(delta.values(), default=0.0) < 0:  # counters reset
-            delta = end_hist
-        q = quantile(0.99, delta)
-        if q is not None:
-            p99, source = q * 1000, "histogram"
-    prod = first.get("production")
-    champ_v = prod if prod != v else next((o for o in counts if o != v), None)
-    champion = None
-    if champ_v in counts:
-        cn, ce, cl = _delta(counts[champ_v], base.get(champ_v))
-        champion = {
-            "version": champ_v,
-            "requests": cn,
-            "errors": ce,
-            "error_rate": ce / cn if cn else None,
-            "mean_latency_ms": cl / cn if cn else None,
-        }
-    latency = p99 if p99 is not None else mean
-    verdict, reason = judge(plan, n, e, latency, "p99" if source == "histogram" else "mean")
+            if verdict == "rollback":
+                early = True
+                break
+    if last is None:  # the window was too short for a sample, or every read failed
+        last = fleet.read() or FleetReading({}, {})
+        samples += 1
+    t = last.versions.get(v, VersionTotals())
+    latency, kind = _latency(t)
+    champion = _champion_numbers(last, v)
+    verdict, reason = judge(
+        plan,
+        t.requests,
+        t.errors,
+        latency,
+        "p99" if kind == "histogram" else "mean",
+        client_errors=t.client_errors,
+        champion_client_rate=(champion or {}).get("client_error_rate"),
+    )
     if early:
         reason += " (stopped early)"
-    if svc.failures and samples <= 1 and plan.observe_minutes > 0:
-        reason += f"; the service's counters could not be read ({svc.failures}x: {svc.last_error})"
+    if fleet.failures and samples <= 1 and plan.observe_minutes > 0:
+        reason += (
+            f"; the service's counters could not be read ({fleet.failures}x: {fleet.last_error})"
+        )
+    answerable = t.requests - t.client_errors
     return Observation(
         verdict,
         reason,
         v,
-        requests=n,
-        errors=e,
-        error_rate=e / n if n else None,
-        mean_latency_ms=mean,
-        p99_ms=p99,
-        latency_source=source,
+        requests=t.requests,
+        errors=t.errors,
+        client_errors=t.client_errors,
+        error_rate=t.errors / answerable if answerable else None,
+        mean_latency_ms=t.mean_latency_ms,
+        p99_ms=latency if kind == "histogram" else None,
+        latency_source=kind,
+        latency_requests=round(t.buckets[math.inf]) if math.inf in t.buckets else None,
         champion=champion,
         observed_s=round(clock() - start, 3),
         samples=samples,
-        fetch_failures=svc.failures,
+        fetch_failures=fleet.failures,
+        replicas=last.routing,
+        **common,
     )
 
 
-__all__ = ["Fetch", "Observation", "Verdict", "judge", "observe", "quantile", "wait_for_routing"]
+__all__ = [
+    "Fetch",
+    "Observation",
+    "Verdict",
+    "fleet_for",
+    "judge",
+    "observe",
+    "quantile",
+    "wait_for_routing",
+]

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ltr.model_store import read_routing, serve_single
-from ltr.promotion.errors import PromotionError
+from ltr.model_store import RoutingChanged, read_routing, serve_single
+from ltr.promotion.errors import PromotionError, PromotionPreempted
 from ltr.promotion.history import HISTORY_FILE, history, record_step
 from ltr.promotion.routing import _carry, verify_artifact, versions_in_flight
 
@@ -71,8 +71,49 @@ def perform_rollback(
     to_version: str | None,
     registry_name: str | None,
     promotion_id: str | None,
+    expect_version: int | None = None,
+) -> dict[str, Any]:
+    """Serve the rollback target alone; routing.json is written by compare-and-swap.
+
+    ``expect_version`` (a promotion undoing its own rollout): routing.json must still be at
+    that version, else :class:`PromotionPreempted` (somebody else changed it: theirs
+    stands). Without it (a manual rollback), a concurrent write makes it read again and
+    recompute, a few times.
+    """
+    for attempt in range(5):
+        try:
+            return _rollback_once(
+                models_dir,
+                reason=reason,
+                to_version=to_version,
+                registry_name=registry_name,
+                promotion_id=promotion_id,
+                expect_version=expect_version,
+            )
+        except RoutingChanged as exc:
+            if expect_version is not None:
+                raise PromotionPreempted(f"not rolling back: {exc}") from None
+            log.info("routing changed during the rollback (attempt %d): %s", attempt + 1, exc)
+    raise PromotionError(
+        f"{models_dir / 'routing.json'} kept changing during the rollback; run it again"
+    )
+
+
+def _rollback_once(
+    models_dir: Path,
+    *,
+    reason: str,
+    to_version: str | None,
+    registry_name: str | None,
+    promotion_id: str | None,
+    expect_version: int | None,
 ) -> dict[str, Any]:
     routing = read_routing(models_dir)
+    if expect_version is not None and int((routing or {}).get("version", 0)) != expect_version:
+        raise PromotionPreempted(
+            f"not rolling back: routing.json is no longer at version {expect_version} "
+            f"(now {(routing or {}).get('version')}); whoever changed it decided"
+        )
     if routing is None:
         raise PromotionError(f"nothing to roll back: {models_dir / 'routing.json'} does not exist")
     current = str(routing["production"])
@@ -104,7 +145,12 @@ def perform_rollback(
             "reason": f"{target} already serves",
         }
     verify_artifact(models_dir, target)
-    final = serve_single(models_dir, target, **_carry(routing, withdrawn | {target}))
+    final = serve_single(
+        models_dir,
+        target,
+        expect_version=int(routing["version"]),
+        **_carry(routing, withdrawn | {target}),
+    )
     reg: dict[str, Any] | None = None
     if registry_name:
         try:

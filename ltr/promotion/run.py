@@ -15,10 +15,18 @@ rolls back like a failure (verdict ``insufficient_traffic``): a canary is never 
 on without anybody watching it, and the promotion can simply be run again with a longer
 window or more traffic. During the window, a challenger whose error rate is already over
 the limit on at least ``min_requests`` requests is rolled back at once.
+
+The numbers are the whole fleet's (:func:`ltr.promotion.observation.fleet_for`): 5xx count
+as errors, 4xx only beyond the champion's own 4xx rate, p99 covers failed requests too.
+A rollback is never refused: routing.json is written by compare-and-swap on its version, a
+running promotion sees the change at its next poll and stops (status ``preempted``) without
+writing again. A rollout in flight is named in routing.json (``rollout``) so that one whose
+promotion died can be reported, alerted on and resumed (:mod:`ltr.promotion.resume`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -27,8 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ltr.model_store import read_routing, serve_single, write_routing
-from ltr.promotion.errors import ArtifactRejected, PromotionError, PromotionInProgress
+from ltr.model_store import RoutingChanged, read_routing, serve_single, write_routing
+from ltr.promotion.eligibility import check_promotable
+from ltr.promotion.errors import (
+    ArtifactRejected,
+    PromotionError,
+    PromotionInProgress,
+    PromotionPreempted,
+)
 from ltr.promotion.history import history, promotion_lock, record_step
 from ltr.promotion.observation import Fetch, Observation, judge, observe, quantile, wait_for_routing
 from ltr.promotion.rollback import _registry_promote, perform_rollback, registry_behind
@@ -49,6 +63,16 @@ class PromotionPlan:
     service_url: str | None = None  # e.g. http://127.0.0.1:8000
     poll_seconds: float = 5.0  # between reads of the service's counters
     apply_timeout_s: float = 60.0  # for the service to pick up the new routing.json
+    # Where the numbers come from (see ltr.promotion.observation.fleet_for): a Prometheus
+    # that scrapes every replica, else each replica's URL, else the Kubernetes Service whose
+    # endpoints are the replicas, else service_url alone (one replica).
+    replica_urls: tuple[str, ...] = ()
+    prometheus_url: str | None = None
+    prometheus_selector: str = ""  # label matchers, e.g. namespace="ltr",service="ltr-serving"
+    kubernetes_service: str | None = None  # [namespace/]name, read from inside the cluster
+    # promote a version without a passing gate verdict or registration (ltr.promotion.eligibility)
+    allow_ungated: bool = False
+    override_reason: str | None = None  # required with allow_ungated; recorded in the history
 
     def __post_init__(self) -> None:
         problems = []
@@ -69,6 +93,28 @@ class PromotionPlan:
             problems.append("poll_seconds and apply_timeout_s must be > 0")
         if problems:
             raise ValueError("; ".join(problems))
+        object.__setattr__(self, "replica_urls", tuple(self.replica_urls))
+
+    @property
+    def observes(self) -> bool:
+        """A source of numbers is configured (the rollout can be watched)."""
+        return bool(
+            self.service_url or self.replica_urls or self.prometheus_url or self.kubernetes_service
+        )
+
+    @property
+    def window_s(self) -> float:
+        """How long a rollout may take before it is overdue: the service's time to apply
+        the routing plus the observation window (routing.json's ``rollout.window_s``)."""
+        return self.apply_timeout_s + self.observe_minutes * 60
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "replica_urls": list(self.replica_urls)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromotionPlan:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 # ----------------------------------------------------------------- steps
@@ -99,6 +145,7 @@ def deploy(
             "parity_max_abs_diff": (meta.get("parity") or {}).get("max_abs_diff"),
             "routing_version": (routing or {}).get("version"),
         },
+        plan=plan.to_dict(),  # what `ltr promote --resume` continues with
     )
     return {**rec, "champion": champion, "metadata_version": meta.get("version")}
 
@@ -125,12 +172,25 @@ def shift_traffic(
     if champion is None or champion == v:
         raise PromotionError(f"no other production version to shift traffic from to {v}")
     extra = _carry(routing, {v})
+    extra["rollout"] = {
+        "promotion_id": promotion_id or "manual",
+        "version": v,
+        "started_at": round(time.time(), 3),
+        "window_s": plan.window_s,
+    }
+    expect = int((routing or {}).get("version", 0))
     written: list[dict[str, Any]] = []
+
+    def cas(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return write_routing(models_dir, body, expect_version=expect)
+        except RoutingChanged as exc:
+            raise PromotionPreempted(f"not shifting traffic to {v}: {exc}") from None
+
     if plan.strategy == "canary":
         p = round(float(plan.canary_percent), 2)
         written.append(
-            write_routing(
-                models_dir,
+            cas(
                 {
                     "strategy": "canary",
                     "production": champion,
@@ -156,7 +216,7 @@ def shift_traffic(
             }
             if routing and routing.get("blue_green") == body["blue_green"]:
                 continue  # resumed: this step was written already
-            if written and plan.service_url:
+            if written and plan.observes:
                 why = wait_for_routing(
                     plan.service_url,
                     int(written[-1]["version"]),
@@ -164,10 +224,12 @@ def shift_traffic(
                     fetch=fetch,
                     sleep=sleep,
                     clock=clock,
+                    plan=plan,
                 )
                 if why:
                     raise PromotionError(f"not switching to {v}: {why}")
-            written.append(write_routing(models_dir, body))
+            written.append(cas(body))
+            expect = int(written[-1]["version"])
     final = written[-1] if written else routing or {}
     rec = record_step(
         models_dir,
@@ -191,21 +253,39 @@ def promote(
     registry_name: str | None = None,
     promotion_id: str | None = None,
     observation: Observation | None = None,
+    expect_routing_version: int | None = None,
 ) -> dict[str, Any]:
     """Serve the new version alone (routing ``single``) and make it the registry champion.
 
     ``registry_name`` None leaves the MLflow registry alone; a version that is not
-    registered there is promoted in routing and noted as unregistered.
+    registered there is promoted in routing and noted as unregistered. routing.json is
+    written by compare-and-swap: when it is no longer at ``expect_routing_version`` (by
+    default the routing version the observation watched), or changes between the read and
+    the write, :class:`PromotionPreempted` is raised and nothing is written: a rollback in
+    between wins.
     """
     models_dir = Path(models_dir)
     v = plan.store_version
     verify_artifact(models_dir, v)
     routing = read_routing(models_dir)
+    found = int((routing or {}).get("version", 0))
+    expect = expect_routing_version
+    if expect is None and observation is not None:
+        expect = observation.routing_version
+    if expect is not None and found != expect:
+        raise PromotionPreempted(
+            f"not promoting {v}: routing.json is at version {found}, not the rollout's "
+            f"{expect} (a rollback or another promotion changed it)"
+        )
     champion = _champion(routing, v)
     if routing and routing.get("strategy") == "single" and routing.get("production") == v:
         final, changed = routing, False
     else:
-        final, changed = serve_single(models_dir, v, **_carry(routing, {v})), True
+        try:
+            final = serve_single(models_dir, v, expect_version=found, **_carry(routing, {v}))
+        except RoutingChanged as exc:
+            raise PromotionPreempted(f"not promoting {v}: {exc}") from None
+        changed = True
     fields: dict[str, Any] = {
         "promotion_id": promotion_id,
         "version": v,
@@ -245,16 +325,20 @@ def rollback(
     the old colour; otherwise the version the current production replaced (from
     ``promotions.jsonl``). The registry ``champion`` alias goes back to the target only when
     it had moved to the withdrawn version; withdrawn versions get an ``ltr.rolled_back`` tag.
+
+    Never refused because a promotion is running: it does not wait for the promotion's
+    lock; it writes routing.json by compare-and-swap, and the running promotion, which
+    checks routing's version at each look and writes by compare-and-swap too, stops
+    without overwriting it (status ``preempted``).
     """
     models_dir = Path(models_dir)
-    with promotion_lock(models_dir):
-        return perform_rollback(
-            models_dir,
-            reason=reason,
-            to_version=to_version,
-            registry_name=registry_name,
-            promotion_id=uuid.uuid4().hex[:12],
-        )
+    return perform_rollback(
+        models_dir,
+        reason=reason,
+        to_version=to_version,
+        registry_name=registry_name,
+        promotion_id=uuid.uuid4().hex[:12],
+    )
 
 
 def run_promotion(
@@ -269,10 +353,12 @@ def run_promotion(
 ) -> dict[str, Any]:
     """deploy -> shift -> observe -> promote, or roll back automatically with the reason.
 
-    ``status`` is ``promoted``, ``rolled_back`` or ``already_promoted``. Idempotent: for a
-    version that already serves alone (and is the registry champion, when a registry is
-    given) nothing changes and nothing is recorded; an interrupted promotion of the same
-    version resumes. The first version of an empty store is promoted directly.
+    ``status`` is ``promoted``, ``rolled_back``, ``preempted`` (a rollback or another
+    writer changed routing.json during the rollout: theirs stands, nothing more is
+    written) or ``already_promoted``. Idempotent: for a version that already serves alone
+    (and is the registry champion, when a registry is given) nothing changes and nothing is
+    recorded; an interrupted promotion of the same version starts its rollout again. The
+    first version of an empty store is promoted directly.
     """
     models_dir = Path(models_dir)
     v = plan.store_version
@@ -284,65 +370,127 @@ def run_promotion(
                 return {**out, "status": "already_promoted", "changed": False, "routing": routing}
             step = promote(plan, models_dir, registry_name=registry_name)  # registry catch-up
             return {**out, "status": "promoted", "steps": [step], "routing": step["routing"]}
-        if observe_traffic and routing is not None and not plan.service_url:
-            raise PromotionError("observing needs the service URL (--service-url, or --no-observe)")
+        if observe_traffic and routing is not None and not plan.observes:
+            raise PromotionError(
+                "observing needs the service URL (--service-url, --replica, "
+                "--kubernetes-service or --prometheus-url; or --no-observe)"
+            )
         pid = uuid.uuid4().hex[:12]
+        out["eligibility"] = check_promotable(  # gated, registered, or an explicit override
+            plan, models_dir, registry_name=registry_name, promotion_id=pid
+        )
         steps = [deploy(plan, models_dir, promotion_id=pid)]
         champion = steps[0]["champion"]
         out.update(promotion_id=pid, champion=champion, steps=steps, observation=None)
-        obs: Observation | None = None
-        if champion is not None and champion != v:  # else: nothing to compare against
+        if champion is None or champion == v:  # nothing to compare against
+            step = promote(plan, models_dir, registry_name=registry_name, promotion_id=pid)
+            steps.append(step)
+            return {**out, "status": "promoted", "routing": step["routing"]}
+        routing_version: int | None = None
+        try:
+            shifted = shift_traffic(
+                plan, models_dir, promotion_id=pid, fetch=fetch, sleep=sleep, clock=clock
+            )
+            steps.append(shifted)
+            routing_version = int(shifted["routing_version"])
+            obs = None
+            if observe_traffic:
+                obs = observe(
+                    plan,
+                    fetch=fetch,
+                    sleep=sleep,
+                    clock=clock,
+                    routing_version=routing_version,
+                    models_dir=models_dir,
+                )
+        except PromotionPreempted as exc:
+            return _preempted(out, models_dir, str(exc))
+        except BaseException as exc:  # even an interrupt must not leave a canary behind
+            what = "observation" if routing_version is not None else "traffic shift"
+            reason = f"{what} failed: {type(exc).__name__}: {exc}"
             try:
                 steps.append(
-                    shift_traffic(
-                        plan, models_dir, promotion_id=pid, fetch=fetch, sleep=sleep, clock=clock
+                    perform_rollback(
+                        models_dir,
+                        reason=reason,
+                        to_version=champion,
+                        registry_name=registry_name,
+                        promotion_id=pid,
+                        expect_version=routing_version,
                     )
                 )
-                if observe_traffic:
-                    obs = observe(
-                        plan,
-                        fetch=fetch,
-                        sleep=sleep,
-                        clock=clock,
-                        routing_version=steps[-1]["routing_version"],
-                    )
-            except BaseException as exc:  # even an interrupt must not leave a canary behind
-                what = "observation" if len(steps) > 1 else "traffic shift"
-                reason = f"{what} failed: {type(exc).__name__}: {exc}"
-                back = perform_rollback(
-                    models_dir,
-                    reason=reason,
-                    to_version=champion,
-                    registry_name=registry_name,
-                    promotion_id=pid,
-                )
-                steps.append(back)
+            except PromotionPreempted as pre:
                 if not isinstance(exc, Exception):
                     raise
-                return {
-                    **out,
-                    "status": "rolled_back",
-                    "reason": reason,
-                    "routing": read_routing(models_dir),
-                }
-        if obs is not None:
-            out["observation"] = obs.to_dict()
-            steps.append(
-                record_step(
-                    models_dir,
-                    "observe",
-                    promotion_id=pid,
-                    version=v,
-                    strategy=plan.strategy,
-                    **{"from": champion, "to": v},
-                    verdict=obs.verdict,
-                    reason=obs.reason,
-                    numbers=obs.to_dict(),
-                )
+                return _preempted(out, models_dir, f"{reason}; {pre}")
+            if not isinstance(exc, Exception):
+                raise
+            return {
+                **out,
+                "status": "rolled_back",
+                "reason": reason,
+                "routing": read_routing(models_dir),
+            }
+        return _decide(
+            plan,
+            models_dir,
+            out,
+            obs,
+            routing_version=routing_version,
+            registry_name=registry_name,
+        )
+
+
+def _preempted(out: dict[str, Any], models_dir: Path, reason: str) -> dict[str, Any]:
+    log.warning("promotion of %s pre-empted: %s", out.get("version"), reason)
+    return {
+        **out,
+        "status": "preempted",
+        "changed": False,
+        "reason": reason,
+        "routing": read_routing(models_dir),
+    }
+
+
+def _decide(
+    plan: PromotionPlan,
+    models_dir: Path,
+    out: dict[str, Any],
+    obs: Observation | None,
+    *,
+    routing_version: int,
+    registry_name: str | None,
+) -> dict[str, Any]:
+    """Record the observation, then promote or roll back (both by compare-and-swap on
+    ``routing_version``, so a rollback that came in between stands)."""
+    v, pid, champion = plan.store_version, out["promotion_id"], out["champion"]
+    steps: list[dict[str, Any]] = out["steps"]
+    if obs is not None:
+        out["observation"] = obs.to_dict()
+        steps.append(
+            record_step(
+                models_dir,
+                "observe",
+                promotion_id=pid,
+                version=v,
+                strategy=plan.strategy,
+                **{"from": champion, "to": v},
+                verdict=obs.verdict,
+                reason=obs.reason,
+                numbers=obs.to_dict(),
             )
+        )
+        if obs.verdict == "preempted":
+            return _preempted(out, models_dir, obs.reason)
+    try:
         if obs is None or obs.verdict == "promote":
             step = promote(
-                plan, models_dir, registry_name=registry_name, promotion_id=pid, observation=obs
+                plan,
+                models_dir,
+                registry_name=registry_name,
+                promotion_id=pid,
+                observation=obs,
+                expect_routing_version=routing_version,
             )
             steps.append(step)
             return {**out, "status": "promoted", "routing": step["routing"]}
@@ -352,14 +500,12 @@ def run_promotion(
             to_version=champion,
             registry_name=registry_name,
             promotion_id=pid,
+            expect_version=routing_version,
         )
-        steps.append(back)
-        return {
-            **out,
-            "status": "rolled_back",
-            "reason": back["reason"],
-            "routing": back["routing"],
-        }
+    except PromotionPreempted as exc:
+        return _preempted(out, models_dir, str(exc))
+    steps.append(back)
+    return {**out, "status": "rolled_back", "reason": back["reason"], "routing": back["routing"]}
 
 
 __all__ = [

@@ -153,11 +153,18 @@ class Chain:
 
     def run(self, dag_id: str, **kwargs: Any) -> tuple[Any, dict[str, str], dict[str, Any]]:
         """``dag.test()`` with retries off (a broken task fails at once, not after the
-        retry delays); the run, its task states and every task's XCom."""
+        retry delays); the run, its task states and every task's XCom. The promotion DAG is
+        parsed again first, as the DAG processor does: its form lists the store's versions,
+        which the retrain has just added to."""
+        from airflow.dag_processing.dagbag import DagBag
+
         from ltr.settings import get_settings
 
         get_settings.cache_clear()
-        run = run_without_retries(self.dagbag.dags[dag_id], **kwargs)
+        dag = self.dagbag.dags[dag_id]
+        if dag_id == "ltr_promotion":
+            dag = DagBag(dag_folder=dag.fileloc).dags[dag_id]
+        run = run_without_retries(dag, **kwargs)
         tis = {ti.task_id: ti for ti in run.get_task_instances()}
         states = {t: str(ti.state) for t, ti in tis.items()}
         values = {t: ti.xcom_pull(task_ids=t) for t, ti in tis.items()}

@@ -107,6 +107,17 @@ def test_dag_keeps_the_conventions(dagbag: Any, dag_id: str) -> None:
         )
 
 
+@pytest.mark.parametrize("dag_id", _dag_ids())
+def test_every_field_of_a_dags_trigger_form_has_a_title_and_a_description(
+    dagbag: Any, dag_id: str
+) -> None:
+    params = dagbag.dags[dag_id].params
+    for name in params:
+        param = params.get_param(name)
+        assert (param.description or "").strip(), f"{dag_id}.{name}: no description"
+        assert param.schema.get("title"), f"{dag_id}.{name}: no title"
+
+
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_dag_file_imports_no_heavy_module_at_top_level(path: Path) -> None:
     heavy = _top_level_imports(path) & HEAVY

@@ -1,13 +1,17 @@
 """The ltr_promotion DAG end to end: Airflow runs every task against the real rank service.
 
 One model store (v1 in production and registry champion; v2 healthy; v3 requires a request
-feature the traffic never sends, so each of its requests is a 422 counted as its error), the
-service under uvicorn in a thread, a thread sending it traffic, and the MLflow registry in
-a temporary LTR_HOME. Each test starts from v1 serving alone.
+feature the traffic never sends, so each of its requests is a 422 held against it (the
+champion refuses none); v4 exported by hand, neither gated nor registered), the service
+under uvicorn in a thread, a thread sending it traffic, and the MLflow registry in a
+temporary LTR_HOME. Each test starts from v1 serving alone. The DAG is parsed inside that
+LTR_HOME, as the DAG processor would parse it beside this model store: its form offers the
+store's versions.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +19,12 @@ from typing import Any
 
 import pytest
 from support.env import isolated_home
-from support.models import FEATURES, export_promotion_versions, register_versions
+from support.models import (
+    FEATURES,
+    export_promotion_versions,
+    export_tiny_mlp,
+    register_versions,
+)
 from support.service import LiveService, random_features, service_settings
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration]
@@ -30,6 +39,17 @@ class Env:
     live: LiveService
     registry_name: str
     registered: dict[str, str]  # store version -> MLflow model version
+    dag: Any  # ltr_promotion, parsed beside this model store
+
+
+def parse_promotion_dag() -> Any:
+    """dags/promotion.py parsed now, in this environment (what the DAG processor does)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    bag = DagBag(dag_folder=str(folder / "promotion.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[DAG_ID]
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +58,16 @@ def env(tmp_path_factory: pytest.TempPathFactory, airflow_db: str) -> Iterator[E
     from ltr.pipelines.config import load_pipeline_config
 
     home = tmp_path_factory.mktemp("promotion_dag_home")
-    with isolated_home(home, unset=("LTR_PIPELINE_CONFIG",)):
+    with isolated_home(home, unset=("LTR_PIPELINE_CONFIG", "LTR_SERVICE_URL")):
         models = home / "models"
         export_promotion_versions(models)
+        export_tiny_mlp(models, "v4", seed=4)  # by hand: no gate verdict, not registered
         name = load_pipeline_config().registry_name
         registered = register_versions(models, ["v1", "v2", "v3"], name=name)
         serve_single(models, "v1")
         settings = service_settings(models)
         with LiveService(settings, random_features(FEATURES)) as live:
-            yield Env(models, live, name, registered)
+            yield Env(models, live, name, registered, parse_promotion_dag())
 
 
 @pytest.fixture
@@ -82,7 +103,7 @@ def trigger(dagbag: Any, env: Env, version: str, **conf: Any) -> Run:
         "service_url": env.live.url,
         **conf,
     }
-    dr = dagbag.dags[DAG_ID].test(run_conf=params)
+    dr = env.dag.test(run_conf=params)
     tis = {ti.task_id: ti for ti in dr.get_task_instances()}
     return Run(
         state=str(dr.state),
@@ -140,7 +161,8 @@ def test_a_canary_whose_requests_fail_is_rolled_back_automatically_with_the_reas
 
     assert run.state == "failed"  # a rolled-back promotion shows red, with the reason
     assert run.result["status"] == "rolled_back", run.result
-    assert run.result["reason"].startswith("rollback: error rate 100.00%"), run.result
+    # every request v3 got was refused 422 (a feature it requires), the champion refused none
+    assert run.result["reason"].startswith("rollback: 4xx rate 100.00%"), run.result
     assert run.tasks["rollback"] == "success" and run.tasks["promote"] == "skipped"
     assert (run.tasks["decide"], run.result["observation"]["verdict"]) == ("success", "rollback")
     assert run.tasks["report"] == "failed"
@@ -172,19 +194,70 @@ def test_re_running_the_dag_for_the_promoted_version_changes_nothing(
     assert champion(store) == "v2"
 
 
-def test_an_unknown_version_fails_at_once_without_retries_and_changes_nothing(
+def test_the_form_offers_the_model_stores_versions_with_their_status_and_explains_each_field(
+    store: Env,
+) -> None:
+    params = store.dag.params
+    version = params.get_param("model_version")
+    assert version.schema["enum"] == ["v4", "v3", "v2", "v1"]  # newest first
+    display = version.schema["values_display"]
+    assert display["v1"] == "v1 - serving production; gates passed (run fixture)"
+    assert display["v4"].startswith("v4 - no gate verdict")
+    for name in params:
+        assert (params.get_param(name).description or "").strip(), f"{name}: no description"
+    assert params["service_url"] is None  # no guessed port: LTR_SERVICE_URL is unset
+    assert (params["allow_ungated"], params["override_reason"]) == (False, "")
+
+
+def test_a_version_that_is_not_in_the_store_is_refused_before_a_run_is_created(
     dagbag: Any, store: Env
 ) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
     routing = (store.models / "routing.json").read_bytes()
 
-    run = trigger(dagbag, store, "v9")
+    with pytest.raises(ParamValidationError, match="model_version"):
+        trigger(dagbag, store, "v9")
 
-    assert run.state == "failed"
-    assert (run.tasks["deploy"], run.tries["deploy"]) == ("failed", 1)
-    assert run.result["status"] == "failed" and run.result["failed_steps"] == ["deploy"]
-    assert run.tasks["rollback"] == "skipped"  # ran, found nothing of v9 to roll back
     assert (store.models / "routing.json").read_bytes() == routing
     assert steps(store.models) == []
+
+
+def test_an_ungated_version_fails_at_once_and_changes_nothing(dagbag: Any, store: Env) -> None:
+    routing = (store.models / "routing.json").read_bytes()
+
+    run = trigger(dagbag, store, "v4")
+
+    assert run.state == "failed"
+    assert (run.tasks["deploy"], run.tries["deploy"]) == ("failed", 1)  # not retried
+    assert run.result["status"] == "failed" and run.result["failed_steps"] == ["deploy"]
+    assert run.tasks["rollback"] == "skipped"
+    assert (store.models / "routing.json").read_bytes() == routing
+    assert steps(store.models) == []
+    assert champion(store) == "v1"
+
+
+def test_an_override_promotes_an_ungated_version_and_the_champion_alias_follows_it(
+    dagbag: Any, store: Env
+) -> None:
+    from ltr import registry
+    from ltr.model_store import read_routing
+    from ltr.promotion import history
+
+    run = trigger(dagbag, store, "v4", allow_ungated=True, override_reason="hotfix INC-7")
+
+    assert run.state == "success", run
+    assert run.result["status"] == "promoted", run.result
+    routing = read_routing(store.models)
+    assert routing is not None and (routing["strategy"], routing["production"]) == ("single", "v4")
+    assert champion(store) == "v4"  # the alias names what serves
+    rv = registry.find_store_version("v4", store.registry_name)
+    assert rv is not None and rv.tags["ltr.promotion.override"] == "hotfix INC-7"
+    recs = history(store.models)
+    assert [r["step"] for r in recs] == ["override", "deploy", "shift", "observe", "promote"]
+    assert recs[0]["reason"] == "hotfix INC-7"
+    assert {r["promotion_id"] for r in recs} == {run.result["promotion_id"]}
+    store.live.wait_for_production("v4")
 
 
 def test_a_conf_key_the_form_does_not_have_fails_at_once_and_changes_nothing(

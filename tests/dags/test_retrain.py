@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +179,14 @@ def test_a_nightly_run_registers_a_challenger_and_opens_a_promotion_request(
     assert request["gates"]["accepted"] is True
     assert request["created_at"]
 
+    # published into the serving store with its verdict, once every gate passed
+    published = env.home / "models" / "versions" / version
+    assert result["path"] == str(published) == request["artifact"]["path"]
+    verdict = json.loads((published / "gates.json").read_text())
+    assert verdict["accepted"] is True and verdict["run_key"] == data["run_key"]
+
     # the artifact reads its features online and passed parity
-    metadata = json.loads(
-        (env.home / "models" / "versions" / version / "metadata.json").read_text()
-    )
+    metadata = json.loads((published / "metadata.json").read_text())
     assert metadata["feature_views"] == {
         "query_doc_features": {"join_keys": ["query_id", "doc_id"], "dim": 46}
     }
@@ -250,6 +254,12 @@ def test_a_challenger_no_better_than_the_champion_is_rejected(
         assert result["gates"]["checks"]["margin"]["passed"] is False
         assert [v.version for v in env.versions()] == before_versions
         assert env.requests() == before_requests
+        # exported and judged in the run's staging store, never in the serving store
+        rejected = out["export_challenger"]["version"]
+        assert not (models / "versions" / rejected).exists()
+        staged = Path(out["export_challenger"]["path"])
+        assert staged.parent.parent == env.home / "pipelines/retrain/20260104T020000Z/export"
+        assert (staged / "model.onnx").is_file()
     finally:
         (models / ROUTING_FILE).unlink(missing_ok=True)
 
@@ -270,3 +280,96 @@ def test_a_run_without_a_data_interval_trains_up_to_when_it_was_triggered(
         )
     )
     assert out["register_and_request"]["status"] == "requested"
+
+
+# ----------------------------------------------------------------- failures and retries
+CONFIG_ERROR = datetime(2026, 1, 6, 2, 0, tzinfo=UTC)
+TRANSIENT = datetime(2026, 1, 7, 2, 0, tzinfo=UTC)
+CONF_TYPO = datetime(2026, 1, 8, 2, 0, tzinfo=UTC)
+
+
+def run_with_retries(dag: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """``dag.test(**kwargs)`` with the DAG's own retries (2) and a 1 s retry delay, so a
+    retried task is retried within the test; the run and its task instances by id."""
+    delays = {t.task_id: t.retry_delay for t in dag.tasks}
+    try:
+        for t in dag.tasks:
+            t.retry_delay = timedelta(seconds=1)
+        run = dag.test(**kwargs)
+    finally:
+        for t in dag.tasks:
+            t.retry_delay = delays[t.task_id]
+    return run, {ti.task_id: ti for ti in run.get_task_instances()}
+
+
+def test_a_config_that_disagrees_with_the_offline_store_fails_before_training_without_retries(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The demo's case: the store was built with document-only columns, the config read by
+    the retrain has others. Found at the first task, not after training; not retried."""
+    sections = training_sections(env.configs, salt="dag-test", min_margin=0.0)
+    path = write_pipeline_config(
+        env.home / "mismatched.yaml",
+        **{**sections, "doc_feature_indices": [3, 4]},
+        registry_name=REGISTRY,
+    )
+    env.monkeypatch.setenv("LTR_PIPELINE_CONFIG", str(path))
+    dag = env.dagbag.dags["ltr_retrain"]
+    assert dag.get_task("build_training_data").retries == 2
+
+    run, tis = run_with_retries(dag, logical_date=CONFIG_ERROR)
+
+    assert run.state == "failed"
+    first = tis["build_training_data"]
+    assert (first.state, first.try_number) == ("failed", 1)  # failed for good at once
+    assert {tis[t].state for t in TASKS[1:]} == {"upstream_failed"}
+    assert not (env.home / "pipelines" / "retrain" / "20260106T020000Z").exists()
+    refusal = [r.getMessage() for r in caplog.records if "failed for good" in r.getMessage()]
+    assert refusal, "the refusal is logged with its reason"
+    assert f"the pipeline config {path}" in refusal[0]
+    assert (
+        "document-only columns [], the pipeline config has doc_feature_indices [3, 4]"
+        in (refusal[0])
+    )
+    assert "set doc_feature_indices: [] in the pipeline config" in refusal[0]
+
+
+def test_a_transient_error_is_retried_and_the_task_then_succeeds(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltr.features import training_data
+
+    env.use_gates(min_margin=0.0, parity_tolerance=1e-5)
+    real = training_data.load_training_dataset
+    calls: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("online store connection reset (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training_data, "load_training_dataset", flaky)
+    rest = "|".join(TASKS[1:])  # only the first task runs; the others are marked done
+
+    run, tis = run_with_retries(
+        env.dagbag.dags["ltr_retrain"], logical_date=TRANSIENT, mark_success_pattern=rest
+    )
+
+    first = tis["build_training_data"]
+    assert (first.state, first.try_number) == ("success", 2)  # failed once, retried
+    assert len(calls) == 2
+    assert run.state == "success"
+
+
+def test_a_conf_key_is_refused_at_the_first_task_without_retries(env: Env) -> None:
+    env.use_gates(min_margin=0.0, parity_tolerance=1e-5)
+
+    run, tis = run_with_retries(
+        env.dagbag.dags["ltr_retrain"], logical_date=CONF_TYPO, run_conf={"min_margin": 0.1}
+    )
+
+    assert run.state == "failed"
+    first = tis["build_training_data"]
+    assert (first.state, first.try_number) == ("failed", 1)
+    assert not (env.home / "pipelines" / "retrain" / "20260108T020000Z").exists()

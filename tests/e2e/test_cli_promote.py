@@ -70,9 +70,70 @@ def test_promote_without_observation_then_rollback_as_json(store: Path) -> None:
 
 
 def test_promote_prints_the_steps_in_plain_text(store: Path) -> None:
-    text = ltr("promote", "v2", "--no-observe", "--no-registry").stdout
+    # without a registry, only a recorded gate verdict qualifies v2: the override says why
+    text = ltr(
+        "promote", "v2", "--no-observe", "--no-registry", "--allow-ungated",
+        "--override-reason", "registry down for maintenance",
+    ).stdout  # fmt: skip
+    assert "override  override: registry down for maintenance" in text
     assert "deploy" in text and "v1 -> v2" in text
     assert "promoted  v2 now serves all traffic" in text
+
+
+def champion() -> str | None:
+    from ltr import registry
+
+    rv = registry.get_alias(registry.DEFAULT_NAME, registry.CHAMPION)
+    return rv.store_version if rv else None
+
+
+def test_a_version_that_is_neither_gated_nor_registered_is_refused_and_nothing_changes(
+    store: Path,
+) -> None:
+    export_tiny_mlp(store, "v3", seed=3, meta={"model_type": "mlp"})  # exported by hand only
+
+    error = one_line_error(ltr("promote", "v3", "--no-observe", code=2))
+
+    assert "v3 has no passing gate verdict (gates.json) and is not registered" in error
+    assert "--allow-ungated --override-reason" in error and "Nothing was changed." in error
+    reason = one_line_error(ltr("promote", "v3", "--no-observe", "--allow-ungated", code=2))
+    assert "allow_ungated needs a reason" in reason
+    assert RoutingConfig.load(store / "routing.json").production == "v1"
+    assert champion() == "v1"
+    assert not (store / "promotions.jsonl").exists()
+
+
+def test_the_champion_alias_names_what_serves_after_an_override_promotion_and_its_rollback(
+    store: Path,
+) -> None:
+    """An override registers the ungated version (tagged with the reason), so the champion
+    alias follows routing; a rollback gives both back to the former champion."""
+    from ltr import registry
+
+    export_tiny_mlp(store, "v3", seed=3, meta={"model_type": "mlp"})
+
+    out = json.loads(
+        ltr(
+            "promote", "v3", "--no-observe", "--json",
+            "--allow-ungated", "--override-reason", "hotfix INC-42",
+        ).stdout
+    )  # fmt: skip
+
+    assert out["status"] == "promoted" and out["eligibility"]["eligible_by"] == "override"
+    assert RoutingConfig.load(store / "routing.json").production == "v3"
+    assert champion() == "v3"
+    rv = registry.find_store_version("v3")
+    assert rv is not None and rv.tags["ltr.promotion.override"] == "hotfix INC-42"
+    records = [json.loads(x) for x in (store / "promotions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == ["override", "deploy", "shift", "promote"]
+    assert records[0]["reason"] == "hotfix INC-42"
+    assert len({r["promotion_id"] for r in records}) == 1
+
+    back = json.loads(ltr("rollback", "--reason", "hotfix reverted", "--json").stdout)
+
+    assert (back["from"], back["to"]) == ("v3", "v1")
+    assert RoutingConfig.load(store / "routing.json").production == "v1"
+    assert champion() == "v1"
 
 
 def test_promote_errors_are_one_line_with_a_non_zero_exit(store: Path) -> None:

@@ -78,10 +78,24 @@ def export_tiny_mlp(
 
 def export_promotion_versions(models_dir: Path) -> None:
     """v1 and v2 (healthy) and v3, which requires the request feature ``f_extra`` that no
-    traffic sends: each request routed to v3 is a 422, counted as its error."""
+    traffic sends: each request routed to v3 is a 422 (a client error that the champion does
+    not have, so held against v3)."""
     export_tiny_mlp(models_dir, "v1", seed=1)
     export_tiny_mlp(models_dir, "v2", seed=2)
     export_tiny_mlp(models_dir, "v3", seed=3, extra_required="f_extra")
+    for version in ("v1", "v2", "v3"):  # promotable as the retrain's accepted ones are
+        mark_gated(models_dir, version)
+
+
+def mark_gated(models_dir: Path, version: str) -> None:
+    """Record a passing gate verdict for ``version``, as the retrain does when it publishes
+    (``ltr.promotion.eligibility``: such a version may be promoted without registration)."""
+    from ltr.promotion.eligibility import write_gate_verdict
+
+    write_gate_verdict(
+        models_dir / "versions" / version,
+        {"accepted": True, "reason": "accepted by the test fixture", "run_key": "fixture"},
+    )
 
 
 def register_versions(

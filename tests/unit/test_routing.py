@@ -451,3 +451,20 @@ def test_credit_counts_clicks_per_team_and_names_the_winner():
 def test_credit_counts_a_document_once_and_ignores_unattributed_clicks():
     team = {"d1": "a", "d2": "b"}
     assert interleave_credit(team, ["d1", "d1", "d1", "zz"]) == {"a": 1, "b": 0, "winner": "a"}
+
+
+def test_a_rollout_block_names_its_deadline_and_a_bad_one_is_refused() -> None:
+    body = {
+        "version": 4,
+        "strategy": "canary",
+        "production": "v1",
+        "variants": [
+            {"name": "champion", "version": "v1", "weight": 90},
+            {"name": "challenger", "version": "v2", "weight": 10},
+        ],
+        "rollout": {"promotion_id": "p1", "version": "v2", "started_at": 1000.0, "window_s": 60},
+    }
+    cfg = RoutingConfig.model_validate(body)
+    assert cfg.rollout is not None and cfg.rollout.deadline == 1060.0
+    with pytest.raises(pydantic.ValidationError, match="window_s"):
+        RoutingConfig.model_validate({**body, "rollout": {**body["rollout"], "window_s": -1}})

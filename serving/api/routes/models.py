@@ -41,6 +41,7 @@ async def models(state: State) -> ModelsResponse:
                 feature_views=m.schema.view_names,
                 requests=m.requests,
                 errors=m.errors,
+                client_errors=m.client_errors,
                 mean_latency_ms=(1000 * m.latency_sum_s / m.requests) if m.requests else None,
                 roles=roles.get(version, []),
             )

@@ -92,10 +92,10 @@ def _rank_one(state: State, req: RankRequest) -> RankOutcome:
 
 
 def _count_success(state: State, outcome: RankOutcome, seconds: float) -> None:
-    """Per-version counters of /api/v1/models (failures are counted by the service)."""
+    """Per-version counters of /api/v1/models and /metrics (failures: counted by the service)."""
     model = state.store.snapshot.models.get(outcome.model_version)
     if model is not None:
-        model.record(seconds, True)
+        state.service.record_outcome(model, seconds, "ok")
 
 
 def _json(payload: object) -> Response:
