@@ -27,9 +27,9 @@ Targets are ratios measured in the same run (absolute times move about 2x betwee
 machines), with one worker each: p50 and p99 >= 10x lower than the assembled stack's,
 saturation throughput >= 5x higher, end-to-end p50 <= 2x the in-process floor, ``GET
 /health`` p99 <= 50 ms while saturated (probed every 0.1 s on a connection of its own during
-the closed loop); plus the service's memory with both models loaded, no failed request on either stack, and the
-assembled stack's answers identical to the platform's where the champion served (so both
-do the same work). Exits 1 when one is missed.
+the closed loop); plus the service's memory with both models loaded, no failed request on
+either stack, and the assembled stack's answers identical to the platform's where the
+champion served (so both do the same work). Exits 1 when one is missed.
 """
 
 from __future__ import annotations
