@@ -3,7 +3,7 @@
 The one public face of the promotion package, shared by ``ltr promote`` / ``ltr rollback``
 and the promotion DAG (:mod:`ltr.pipelines.promotion`). Inside the package, each module has
 one job and the imports run one way (``errors`` <- ``history``/``routing`` <- ``rollback``,
-``fleet`` <- ``observation`` <- ``run`` <- ``resume``):
+``plan`` <- ``fleet`` <- ``observation`` <- ``run`` <- ``resume``):
 
 - :mod:`.errors`: the exceptions;
 - :mod:`.history`: ``promotions.jsonl`` (the audit trail) and the model-store lock;
@@ -11,7 +11,9 @@ one job and the imports run one way (``errors`` <- ``history``/``routing`` <- ``
 - :mod:`.rollback`: back to the previous production, and the registry alias;
 - :mod:`.fleet`: the service's counters summed over every replica (scraped, or Prometheus);
 - :mod:`.observation`: watching the fleet and the verdict on what was seen;
-- :mod:`.run`: the plan and the steps of a rollout;
+- :mod:`.plan`: what a promotion is asked to do (:class:`PromotionPlan`);
+- :mod:`.eligibility`: only gated or registered versions, or an explicit recorded override;
+- :mod:`.run`: the steps of a rollout;
 - :mod:`.resume`: a rollout left behind by a promotion that died: its status, finishing it.
 
 Import from ``ltr.promotion``; the submodules are not a contract.
@@ -36,11 +38,11 @@ from ltr.promotion.observation import (
     quantile,
     wait_for_routing,
 )
+from ltr.promotion.plan import PromotionPlan
 from ltr.promotion.resume import promotion_status, resume_promotion
 from ltr.promotion.rollback import perform_rollback, registry_behind
 from ltr.promotion.routing import verify_artifact, versions_in_flight
 from ltr.promotion.run import (
-    PromotionPlan,
     deploy,
     promote,
     rollback,

@@ -33,7 +33,7 @@ from ltr.promotion.errors import ArtifactRejected, PromotionError
 from ltr.promotion.history import record_step
 
 if TYPE_CHECKING:
-    from ltr.promotion.run import PromotionPlan
+    from ltr.promotion.plan import PromotionPlan
 
 log = logging.getLogger(__name__)
 

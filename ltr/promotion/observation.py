@@ -32,7 +32,7 @@ from ltr.promotion.fleet import (
 )
 
 if TYPE_CHECKING:
-    from ltr.promotion.run import PromotionPlan
+    from ltr.promotion.plan import PromotionPlan
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,10 @@ from ltr.model_store import read_routing
 from ltr.promotion.errors import PromotionError, PromotionPreempted
 from ltr.promotion.history import LOCK_FILE, history, promotion_lock, record_step
 from ltr.promotion.observation import Fetch, observe
+from ltr.promotion.plan import PromotionPlan
 from ltr.promotion.rollback import perform_rollback
 from ltr.promotion.routing import _champion, versions_in_flight
-from ltr.promotion.run import PromotionPlan, _decide, _preempted
+from ltr.promotion.run import _decide, _preempted
 
 log = logging.getLogger(__name__)
 
