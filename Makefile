@@ -74,25 +74,17 @@ bench-online: install
 	$(PY) -m bench.online_power
 	$(PY) -m bench.click_debias
 
-# Airflow standalone for the UI on http://localhost:$(AIRFLOW_PORT) (blocks; Ctrl-C stops it):
-# metadata DB SQLite under $(LTR_HOME)/airflow unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is
+# Airflow for the UI on http://localhost:$(AIRFLOW_PORT) (blocks; Ctrl-C or SIGTERM stops every
+# component): what `airflow standalone` runs, launched by ltr/pipelines/airflow_dev.py so that every
+# process stops with it and nothing listens beyond 127.0.0.1 (log servers included).
+# Metadata DB SQLite under $(LTR_HOME)/airflow unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is
 # set, DAGs from dags/, no examples, LocalExecutor with AIRFLOW_PARALLELISM task slots.
 # See docs/airflow.md.
 AIRFLOW_PORT ?= 8080
 AIRFLOW_PARALLELISM ?= 4
 airflow: install
-	@mkdir -p "$(abspath $(or $(LTR_HOME),var))/airflow"
-	PATH="$(abspath $(VENV))/bin:$$PATH" \
 	LTR_HOME="$(abspath $(or $(LTR_HOME),var))" \
-	AIRFLOW_HOME="$(abspath $(or $(LTR_HOME),var))/airflow" \
-	AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	AIRFLOW__CORE__EXECUTOR=LocalExecutor \
-	AIRFLOW__CORE__PARALLELISM=$(AIRFLOW_PARALLELISM) \
-	AIRFLOW__API__HOST=127.0.0.1 \
-	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
-	AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
-	$(VENV)/bin/airflow standalone
+	exec $(PY) -m ltr.pipelines.airflow_dev --port $(AIRFLOW_PORT) --parallelism $(AIRFLOW_PARALLELISM)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

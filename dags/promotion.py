@@ -215,8 +215,8 @@ def _failed_steps() -> list[str]:
             section=OVERRIDE,
         ),
         "override_reason": Param(
-            "",
-            type="string",
+            None,  # a string-only Param is required in the UI: the Trigger button stays off
+            type=["null", "string"],
             title="Override reason",
             description="Why the gates are overridden (required with the override; kept in "
             "the promotion history). Ignored without the override.",

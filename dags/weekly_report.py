@@ -49,8 +49,8 @@ Defaults come from the `report:` section of the pipeline config.
     doc_md=DOC_MD,
     params={
         "week": Param(
-            "",
-            type="string",
+            None,  # optional fields accept null: a string-only one is required in the UI form
+            type=["null", "string"],
             title="Week",
             description="Any date (YYYY-MM-DD) in the week to report; empty: the week before "
             "the run's logical date.",
@@ -64,15 +64,15 @@ Defaults come from the `report:` section of the pipeline config.
             description="E-mail addresses; empty: the message is written as report.eml.",
         ),
         "service_url": Param(
-            _defaults.service_url or "",
-            type="string",
+            _defaults.service_url or None,
+            type=["null", "string"],
             title="Rank service URL",
             description="Where latency and errors are read when no Prometheus URL is set "
             "(e.g. http://127.0.0.1:8000); empty: not shown in the report.",
         ),
         "prometheus_url": Param(
-            _defaults.prometheus_url or "",
-            type="string",
+            _defaults.prometheus_url or None,
+            type=["null", "string"],
             title="Prometheus URL",
             description="Prometheus base URL (aggregates every replica); preferred over the "
             "service URL; empty: the service URL is used.",

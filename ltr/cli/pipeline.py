@@ -44,6 +44,13 @@ def run(
         result = run_dag(dag_id, logical_date=when, conf=params)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
+    if result.get("replaced"):
+        old = result["replaced"]
+        typer.echo(
+            f"note: replaced the earlier run {old['run_id']} ({old['state']}) of {dag_id} for "
+            f"logical date {result['logical_date']}: one run per logical date",
+            err=True,
+        )
     if result_file is not None:
         from ltr.utils.io import write_json_atomic
 

@@ -5,13 +5,21 @@ before anything imports ``airflow``. Embedded defaults: ``AIRFLOW_HOME=<LTR_HOME
 a SQLite metadata database there, the repository's ``dags/`` folder, no examples (the same
 layout as ``make airflow``). Any ``AIRFLOW__*`` variable already set wins, so PostgreSQL is
 one ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` away.
+
+A run's logical date is the data's date (the feature pipeline's day), often in the past;
+its start date is when it really started, so the UI shows real durations (``dag.test()``
+alone starts a run at its logical date: "330d" for a run of last year's data). A run for a
+logical date that already has one replaces it (``dag.test()`` semantics), and the result
+says which run it replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,11 +66,48 @@ def migrate_db(env: dict[str, str]) -> None:
         raise RuntimeError(f"airflow db migrate failed: {tail}")
 
 
+@contextlib.contextmanager
+def _runs_start_now() -> Iterator[None]:
+    """``dag.test()`` creating its run with ``start_date`` = now, not the logical date."""
+    from unittest import mock
+
+    from airflow.models import dagrun
+    from airflow.sdk import timezone
+
+    real = dagrun.get_or_create_dagrun
+
+    def create(**kwargs: Any) -> Any:
+        kwargs["start_date"] = timezone.utcnow()
+        return real(**kwargs)
+
+    with mock.patch.object(dagrun, "get_or_create_dagrun", create):
+        yield
+
+
+def existing_run(dag_id: str, logical_date: datetime) -> dict[str, Any] | None:
+    """The run of ``dag_id`` for ``logical_date`` already in the metadata database, if any."""
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk import timezone
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    when = timezone.coerce_datetime(logical_date)
+    with create_session() as session:
+        run = session.scalar(
+            select(DagRun).where(DagRun.dag_id == dag_id, DagRun.logical_date == when)
+        )
+        if run is None:
+            return None
+        return {"run_id": run.run_id, "state": str(run.state), "run_type": str(run.run_type)}
+
+
 def run_dag(
     dag_id: str, *, logical_date: datetime | None = None, conf: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """One run of ``dag_id`` with ``dag.test()``: every task in this process, recorded in the
-    metadata database like a scheduled run. Returns the run state, task states and XComs."""
+    metadata database like a scheduled run, started now (whatever its logical date). A run
+    already there for the same logical date is replaced, named under ``replaced``. Returns
+    the run state, task states and XComs."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
@@ -72,9 +117,12 @@ def run_dag(
     if dag_id not in bag.dags:
         raise ValueError(f"unknown DAG {dag_id!r}; valid: {', '.join(sorted(bag.dags))}")
     kwargs: dict[str, Any] = {"run_conf": conf or {}}
+    replaced = None
     if logical_date is not None:
         kwargs["logical_date"] = logical_date
-    run = bag.dags[dag_id].test(**kwargs)
+        replaced = existing_run(dag_id, logical_date)
+    with _runs_start_now():
+        run = bag.dags[dag_id].test(**kwargs)
     tasks: dict[str, str | None] = {}
     xcoms: dict[str, Any] = {}
     for ti in run.get_task_instances():
@@ -87,6 +135,10 @@ def run_dag(
         "dag_id": dag_id,
         "run_id": run.run_id,
         "state": str(run.state),
+        "logical_date": run.logical_date.isoformat() if run.logical_date else None,
+        "start_date": run.start_date.isoformat() if run.start_date else None,
+        "end_date": run.end_date.isoformat() if run.end_date else None,
+        "replaced": replaced,
         "tasks": tasks,
         "xcom": xcoms,
     }
