@@ -34,7 +34,7 @@ N_FEATURES, N_DOC_ONLY = 20, 5
 DAY1_QUERIES = 80  # of 400: day 2 lands the other 320
 
 
-def _write_inputs(home: Path, port: int) -> tuple[Path, list[Path]]:
+def _write_inputs(home: Path) -> tuple[Path, list[Path]]:
     """Two days of synthetic raw data and the demo's pipeline + experiment configs."""
     from ltr.data.letor import write_letor
     from ltr.data.synth import generate_synthetic
@@ -82,7 +82,9 @@ def _write_inputs(home: Path, port: int) -> tuple[Path, list[Path]]:
             "min_requests": 20,
             "max_error_rate": 0.01,
             "max_p99_ms": 250,
-            "service_url": f"http://127.0.0.1:{port}",
+            # no service_url: the demo's service lives on a free port only while the demo
+            # runs, so its URL goes in each promotion run's conf, never into the config that
+            # `make airflow` reads afterwards (a dead default)
         },
     }
     # <LTR_HOME>/pipeline.yaml: the DAGs find it there on their own (ltr.pipelines.config),
@@ -205,7 +207,7 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
     t0 = time.perf_counter()
     home = settings.home.resolve()
     port = free_port()
-    pipeline_yaml, raws = _write_inputs(home, port)
+    pipeline_yaml, raws = _write_inputs(home)
     say(
         f"raw data: {raws[0].relative_to(home)} and {raws[1].relative_to(home)} "
         f"(synthetic, {N_FEATURES} features, {N_DOC_ONLY} document-only)"
@@ -263,7 +265,7 @@ def run_platform_demo(settings: Settings, say: Callable[[str], None]) -> dict[st
                 promo = runner.run(
                     "ltr_promotion",
                     day.replace(day=day.day + 1, hour=3),
-                    {"model_version": version},
+                    {"model_version": version, "service_url": f"http://127.0.0.1:{port}"},
                 )
                 if traffic is not None:
                     traffic.stop.set()
