@@ -84,6 +84,10 @@ def create_app() -> FastAPI:
 
     app = FastAPI(title="assembled rank service")
 
+    @app.get("/health")
+    async def health() -> dict[str, str]:  # the liveness route anyone would add
+        return {"status": "ok"}
+
     @app.post("/api/v1/rank", response_model=RankResponse)
     def rank(req: RankRequest) -> RankResponse:
         doc_ids = [c.doc_id for c in req.candidates]

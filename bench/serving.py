@@ -493,6 +493,15 @@ def print_side_by_side(platform_run: StackRun, assembled: StackRun, rate: float)
     for name, pv, av, ratio in rows:
         r = "" if np.isnan(ratio) else f"{ratio:.1f}x"
         print(f"  {name:<26}{pv:>14}{av:>14}{r:>20}")
+    for run in (p, a):
+        runs = [run.sat, *run.fixed.values(), *([run.big] if run.big else [])]
+        statuses: dict[int, int] = {}
+        for r in runs:
+            for code, n in r.statuses.items():
+                if code != 200:
+                    statuses[code] = statuses.get(code, 0) + n
+        if statuses:
+            print(f"  {run.name} non-200 statuses: {dict(sorted(statuses.items()))}")
 
 
 def usable_cores() -> int:

@@ -4,7 +4,7 @@ Two things a client can take from the others are bounded here:
 
 - **places** (admitted requests, in the gate from the end of their body to the end of their
   background tasks): a client holding ``client_share`` places is answered 429 with
-  ``Retry-After`` (it is sending more than its share; by default a quarter of the places, and
+  ``Retry-After`` (it is sending more than its share; by default half of the places, and
   at least twice the workers, which keeps the workers busy on its own) while other clients
   are still admitted; a full gate answers everyone 503. Behind a proxy, list it in
   ``LTR_TRUSTED_PROXIES``, or every caller counts as that one client.

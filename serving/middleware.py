@@ -153,7 +153,7 @@ class RequestGate:
         self.threads = anyio.CapacityLimiter(workers)
         self.fair = FairLimiter(workers)
         self.capacity = workers + queue
-        self.places = Places(self.capacity, client_share or max(2 * workers, self.capacity // 4))
+        self.places = Places(self.capacity, client_share or max(2 * workers, self.capacity // 2))
         self.retry_after_s = retry_after_s
         self.heavy_body_bytes = heavy_body_bytes
         self.trusted_proxies = tuple(trusted_proxies)

@@ -103,7 +103,7 @@ class ServingSettings(BaseSettings):
         None,
         ge=1,
         description="places in the gate one client may hold (more: 429 with Retry-After, the "
-        "others still admitted); default a quarter of LTR_REQUEST_WORKERS + "
+        "others still admitted); default half of LTR_REQUEST_WORKERS + "
         "LTR_REQUEST_QUEUE, at least twice LTR_REQUEST_WORKERS",
     )
     heavy_body_bytes: int = Field(
@@ -166,11 +166,11 @@ class ServingSettings(BaseSettings):
 
     @property
     def client_share(self) -> int:
-        """``request_client_share`` as set, or a quarter of the gate's places (at least twice
+        """``request_client_share`` as set, or half the gate's places (at least twice
         the workers)."""
         if self.request_client_share is not None:
             return self.request_client_share
-        return max(2 * self.request_workers, (self.request_workers + self.request_queue) // 4)
+        return max(2 * self.request_workers, (self.request_workers + self.request_queue) // 2)
 
     @property
     def body_limit_bytes(self) -> int:
