@@ -100,6 +100,9 @@ class _Waiter:
     ticket: Ticket
     event: anyio.Event = field(default_factory=anyio.Event)
     granted: bool = False
+    #: Work of requests already answered (their background tasks): served before new steps,
+    #: so that under saturation the backlog of answered requests stays short.
+    first: bool = False
 
 
 class FairLimiter:
@@ -131,14 +134,15 @@ class FairLimiter:
     def waiting_count(self) -> int:
         return sum(len(q) for q in self.waiting.values())
 
-    async def acquire(self, ticket: Ticket | None = None) -> Ticket:
+    async def acquire(self, ticket: Ticket | None = None, *, first: bool = False) -> Ticket:
+        """A slot for ``ticket``'s client; ``first``: ahead of every waiter that is not."""
         ticket = ticket or _ANONYMOUS
         # a free slot with waiters left means every waiter is a heavy request that may not
         # run now (release hands slots on at once), so a grantable ticket goes first
         if self._grantable(ticket):
             self._take(ticket)
             return ticket
-        waiter = _Waiter(next(self._seq), ticket)
+        waiter = _Waiter(next(self._seq), ticket, first=first)
         self.waiting.setdefault(ticket.client, collections.deque()).append(waiter)
         try:
             await waiter.event.wait()
@@ -162,21 +166,22 @@ class FairLimiter:
             del self.running[ticket.client]
         self._grant()
 
+    def _rank(self, w: _Waiter) -> tuple[bool, int, int]:
+        return (not w.first, self.running[w.ticket.client], w.seq)
+
     def _grant(self) -> None:
-        """Hand free slots to waiters: fewest slots in use first, then the longest waiting."""
+        """Hand free slots to waiters: answered requests' work first, then the client with
+        the fewest slots in use, then the longest waiting."""
         while self.waiting and self.busy < self.slots:
             best: _Waiter | None = None
             for queue in self.waiting.values():
-                head = queue[0]
-                if head.ticket.heavy and self.heavy_busy >= self.heavy_slots:
-                    # a heavy head may not run now; a light request behind it may
-                    head = next((w for w in queue if not w.ticket.heavy), head)
-                    if head.ticket.heavy:
-                        continue
-                if best is None or (self.running[head.ticket.client], head.seq) < (
-                    self.running[best.ticket.client],
-                    best.seq,
-                ):
+                fits = [
+                    w for w in queue if not w.ticket.heavy or self.heavy_busy < self.heavy_slots
+                ]
+                if not fits:  # only heavy requests, and they may not run now
+                    continue
+                head = min(fits, key=lambda w: (not w.first, w.seq))
+                if best is None or self._rank(head) < self._rank(best):
                     best = head
             if best is None:
                 return

@@ -194,6 +194,16 @@ class RequestGate:
         finally:
             self.fair.release(ticket)
 
+    async def run_after(self, fn: Callable[..., T], *args: object) -> T:
+        """Like :meth:`run`, for the background work of a request already answered: it goes
+        ahead of new requests' steps, so that under saturation answered requests do not pile
+        up in the gate (they hold their places until their background work is done)."""
+        ticket = await self.fair.acquire(current_ticket.get(), first=True)
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
+        finally:
+            self.fair.release(ticket)
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a worker thread, at most ``workers`` at a time, granted fairly
         between the clients waiting (the request's ticket comes from its context)."""

@@ -135,3 +135,26 @@ def test_a_cancelled_waiter_leaves_the_queue_and_a_late_grant_is_handed_on():
         assert limiter.busy == 0 and not limiter.running
 
     anyio.run(main)
+
+
+def test_work_of_answered_requests_goes_ahead_of_new_steps():
+    limiter = FairLimiter(1)
+
+    async def main() -> list[str]:
+        held = await limiter.acquire(Ticket("a"))
+        granted: list[str] = []
+
+        async def take(t: Ticket, name: str, first: bool) -> None:
+            got = await limiter.acquire(t, first=first)
+            granted.append(name)
+            limiter.release(got)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take, Ticket("b"), "b: new step", False)  # b has none running
+            await anyio.sleep(0)
+            tg.start_soon(take, Ticket("a"), "a: background", True)
+            await anyio.sleep(0)
+            limiter.release(held)
+        return granted
+
+    assert anyio.run(main) == ["a: background", "b: new step"]

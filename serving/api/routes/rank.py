@@ -118,7 +118,7 @@ def _defer(gate: Gate, background: BackgroundTasks, tasks: list[Callable[[], obj
     """Run ``tasks`` after the answer, in one step of the gate's worker threads (one thread
     hop for the cache write, the impression log and shadow scoring together)."""
     if tasks:
-        background.add_task(gate.run, _run_each, list(tasks))
+        background.add_task(gate.run_after, _run_each, list(tasks))
 
 
 @router.post("/rank", response_model=RankResponse)
