@@ -3,11 +3,12 @@
 Two things a client can take from the others are bounded here:
 
 - **places** (admitted requests, in the gate from the end of their body to the end of their
-  background tasks): a client holding ``client_share`` places is answered 429 with
-  ``Retry-After`` (it is sending more than its share; by default half of the places, and
-  at least twice the workers, which keeps the workers busy on its own) while other clients
-  are still admitted; a full gate answers everyone 503. Behind a proxy, list it in
-  ``LTR_TRUSTED_PROXIES``, or every caller counts as that one client.
+  background tasks): while other clients are in the gate, a client holding ``client_share``
+  places is answered 429 with ``Retry-After`` (it is sending more than its share; by default
+  half of the places, and at least twice the workers, which keeps the workers busy on its
+  own) and the others are still admitted. A client alone may use every place; a full gate
+  answers everyone 503. Behind a proxy, list it in ``LTR_TRUSTED_PROXIES``, or every caller
+  counts as that one client.
 - **worker slots** (:class:`FairLimiter`): when a slot frees, the waiting client with the
   fewest slots in use gets it (the longest waiter among equals), instead of the next request
   in arrival order; so a client with many requests queued delays another client by at most
@@ -207,7 +208,9 @@ class Places:
         """None when ``client`` may enter, else the status to answer (429 or 503)."""
         if self.in_flight >= self.capacity:
             return 503
-        if self.by_client[client] >= self.client_share:
+        held = self.by_client[client]
+        others = len(self.by_client) - (1 if held else 0)
+        if held >= self.client_share and others > 0:
             return 429
         return None
 

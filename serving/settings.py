@@ -102,8 +102,8 @@ class ServingSettings(BaseSettings):
     request_client_share: int | None = Field(
         None,
         ge=1,
-        description="places in the gate one client may hold (more: 429 with Retry-After, the "
-        "others still admitted); default half of LTR_REQUEST_WORKERS + "
+        description="places in the gate one client may hold while others are in it (more: "
+        "429 with Retry-After, the others still admitted); default half of LTR_REQUEST_WORKERS + "
         "LTR_REQUEST_QUEUE, at least twice LTR_REQUEST_WORKERS",
     )
     heavy_body_bytes: int = Field(

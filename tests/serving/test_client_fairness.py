@@ -24,17 +24,26 @@ OTHER_CLIENT = "127.0.0.2"
 
 
 class SteppedReader:
-    """An online store that records each read's query id and waits for a permit."""
+    """An online store that records each read's query id and waits until that query is
+    released (``release(query_id)``), or until ``release_all``."""
 
     def __init__(self) -> None:
-        self.permits = threading.Semaphore(0)
         self.entered: list[str] = []
+        self._events: dict[str, threading.Event] = {}
+        self._all = threading.Event()
         self._lock = threading.Lock()
+
+    def _event(self, query_id: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(query_id, threading.Event())
 
     def read(self, query_id: str, doc_ids: list[str]) -> FeatureReadResult:
         with self._lock:
             self.entered.append(query_id)
-        self.permits.acquire(timeout=WAIT_S)
+        event = self._event(query_id)
+        deadline = WAIT_S
+        while not (event.wait(0.01) or self._all.is_set()) and deadline > 0:
+            deadline -= 0.01
         n = len(doc_ids)
         return FeatureReadResult(
             vectors={FV_VIEW: np.full((n, 2), np.nan, dtype=np.float32)},
@@ -42,9 +51,11 @@ class SteppedReader:
             missing=n,
         )
 
+    def release(self, query_id: str) -> None:
+        self._event(query_id).set()
+
     def release_all(self) -> None:
-        for _ in range(100):
-            self.permits.release()
+        self._all.set()
 
 
 @pytest.fixture
@@ -79,12 +90,16 @@ def _send(
 def test_a_client_over_its_share_gets_429_and_another_client_is_served_first(stepped):
     server, reader, gate = stepped
     answers: list[tuple[str, httpx.Response]] = []
-    threads = [
+    threads = [_send(server.url, rank_body(3, query_id="b0"), answers, OTHER_CLIENT)]
+    assert wait_until(lambda: reader.entered == ["b0"], timeout=WAIT_S)  # holds a worker
+
+    threads += [
         _send(server.url, rank_body(3, seed=i, query_id=f"a{i}"), answers, None) for i in range(6)
     ]
-    # a0, a1 hold both workers; two more wait; the last two are over the share of 4
+    # a's first request takes the other worker, three more wait: its share of 4 is full
+    # while b is in the gate, so the last two are refused
     assert wait_until(
-        lambda: len(reader.entered) == 2 and gate.in_flight == 4 and len(answers) == 2,
+        lambda: len(reader.entered) == 2 and gate.in_flight == 5 and len(answers) == 2,
         timeout=WAIT_S,
     )
     refused = [r for _, r in answers]
@@ -92,22 +107,36 @@ def test_a_client_over_its_share_gets_429_and_another_client_is_served_first(ste
     assert all(r.headers["retry-after"] == "1" for r in refused)
     assert "this client" in refused[0].json()["detail"]
 
-    threads.append(_send(server.url, rank_body(3, query_id="b0"), answers, OTHER_CLIENT))
-    assert wait_until(lambda: gate.in_flight == 5, timeout=WAIT_S)  # b0 admitted
-    reader.permits.release()  # one of a0/a1 finishes: its slot goes to b0, not to a2 or a3
+    threads.append(_send(server.url, rank_body(3, query_id="b1"), answers, OTHER_CLIENT))
+    assert wait_until(lambda: gate.in_flight == 6, timeout=WAIT_S)  # b1 admitted, waiting
+    reader.release("b0")  # b's worker frees: it goes to b1, not to a's older requests
     assert wait_until(lambda: len(reader.entered) == 3, timeout=WAIT_S)
-    assert reader.entered[2] == "b0", reader.entered
+    assert reader.entered[2] == "b1", reader.entered
 
     reader.release_all()
     for t in threads:
         t.join(timeout=WAIT_S)
     statuses = sorted((q, r.status_code) for q, r in answers)
     assert [s for q, s in statuses if q.startswith("a")].count(200) == 4
-    assert dict(statuses)["b0"] == 200
+    assert [s for q, s in statuses if q.startswith("b")] == [200, 200]
     assert wait_until(lambda: gate.in_flight == 0, timeout=WAIT_S)
     text = httpx.get(f"{server.url}/metrics").text
     assert metric_value(text, "ltr_requests_total", {"endpoint": "rank", "status": "429"}) == 2
     assert metric_value(text, "ltr_errors_total", {"kind": "client_share"}) == 2
+
+
+def test_a_client_alone_is_not_held_to_its_share(stepped):
+    server, reader, gate = stepped
+    answers: list[tuple[str, httpx.Response]] = []
+    threads = [
+        _send(server.url, rank_body(3, seed=i, query_id=f"a{i}"), answers, None) for i in range(7)
+    ]
+    assert wait_until(lambda: gate.in_flight == 7 and len(reader.entered) == 2, timeout=WAIT_S)
+    assert answers == []  # seven places (share 4): nobody else wanted one
+    reader.release_all()
+    for t in threads:
+        t.join(timeout=WAIT_S)
+    assert sorted(r.status_code for _, r in answers) == [200] * 7
 
 
 def test_large_bodies_never_take_the_last_worker_and_small_ones_still_run(stepped):
@@ -161,11 +190,11 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(store: Store
                 t.start()
                 return t
 
-            threads = [via_proxy(f"a{i}", "203.0.113.5") for i in range(5)]
-            assert wait_until(lambda: gate.in_flight == 4 and len(answers) == 1, timeout=WAIT_S)
+            threads = [via_proxy("b0", "198.51.100.7")]
+            assert wait_until(lambda: gate.in_flight == 1, timeout=WAIT_S)
+            threads += [via_proxy(f"a{i}", "203.0.113.5") for i in range(5)]  # same proxy
+            assert wait_until(lambda: gate.in_flight == 5 and len(answers) == 1, timeout=WAIT_S)
             assert answers[0][1].status_code == 429  # 203.0.113.5 is over its share
-            threads.append(via_proxy("b0", "198.51.100.7"))  # same proxy, another client
-            assert wait_until(lambda: gate.in_flight == 5, timeout=WAIT_S)
             assert gate.places.by_client == {"203.0.113.5": 4, "198.51.100.7": 1}
         finally:
             reader.release_all()

@@ -43,6 +43,18 @@ def test_places_refuse_a_client_over_its_share_and_everyone_when_full():
     assert places.refuse("a") is None and places.by_client == {"a": 1, "b": 2, "c": 1}
 
 
+def test_a_client_alone_may_use_every_place():
+    places = Places(capacity=4, client_share=2)
+    for _ in range(4):
+        assert places.refuse("a") is None
+        places.enter("a")
+    assert places.refuse("a") == 503  # full, not over its share: nobody else was there
+    places.leave("a")
+    places.leave("a")
+    places.enter("b")  # another client arrives: a (2 places) is at its share now
+    assert places.refuse("a") == 429 and places.refuse("b") is None
+
+
 def run_limiter(limiter: FairLimiter, plan: list[Ticket], hold: int) -> list[str]:
     """Start every ticket's acquire in order; the first ``hold`` get slots at once and are
     released one by one; the order in which the others are granted is returned."""
