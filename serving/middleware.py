@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: A body refused before it was read in full is not read further: the connection is closed
+#: after the answer (otherwise the server reads and discards the rest, megabytes of it, on
+#: the event loop before the connection can serve another request).
+CLOSE = ((b"connection", b"close"),)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed (chunked) body passes the limit.
 
@@ -38,7 +44,7 @@ class BodyTooLarge(HTTPException):
     """
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, _too_large(None, max_bytes))
+        super().__init__(413, _too_large(None, max_bytes), headers={"Connection": "close"})
 
 
 class BodyTimeout(HTTPException):
@@ -46,7 +52,9 @@ class BodyTimeout(HTTPException):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            408, f"request body not received within {seconds:g} s (LTR_BODY_READ_TIMEOUT_S)"
+            408,
+            f"request body not received within {seconds:g} s (LTR_BODY_READ_TIMEOUT_S)",
+            headers={"Connection": "close"},
         )
 
 
@@ -95,7 +103,8 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await send_json(send, 413, {"detail": _too_large(declared, self.max_bytes)})
+                    detail = _too_large(declared, self.max_bytes)
+                    await send_json(send, 413, {"detail": detail}, CLOSE)
                     return
         received = 0
         complete = False
@@ -128,7 +137,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except (BodyTooLarge, BodyTimeout) as exc:
             if not started:
-                await send_json(send, exc.status_code, {"detail": exc.detail})
+                await send_json(send, exc.status_code, {"detail": exc.detail}, CLOSE)
 
 
 class RequestGate:

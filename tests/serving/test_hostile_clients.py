@@ -382,3 +382,39 @@ def test_a_model_failure_is_a_500_with_a_fixed_sentence(store):
         r = client.post("/api/v1/rank", json=rank_body(3))
     assert r.status_code == 500
     assert r.json() == {"detail": "the model failed to score this request"}
+
+
+def _answer_then_eof(sock: socket.socket) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes the connection (or WAIT_S passes)."""
+    sock.settimeout(WAIT_S)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except TimeoutError:
+        return data, False
+    except ConnectionResetError:
+        return data, True
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_body_is_answered_413_and_the_connection_closed_unread(store, chunked):
+    settings = make_settings(store, max_body_bytes=4096)
+    with LiveServer(settings, http_timeout=WAIT_S) as server:
+        with socket.create_connection((LOOPBACK, server.port), timeout=WAIT_S) as sock:
+            head = b"POST /api/v1/rank HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            if chunked:
+                chunk = b"x" * 8192
+                sock.sendall(head + b"transfer-encoding: chunked\r\n\r\n")
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:  # declares 8 MiB, sends a little: the server must not wait for the rest
+                sock.sendall(head + b"content-length: 8388608\r\n\r\n" + b"{" * 1024)
+            answer, closed = _answer_then_eof(sock)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"connection: close" in answer.lower()
+        assert closed  # not kept alive to drain megabytes nobody will read
+        with httpx.Client(base_url=server.url, timeout=WAIT_S) as http:
+            assert http.post("/api/v1/rank", json=rank_body(3)).status_code == 200
