@@ -362,6 +362,29 @@ def legit_requests(queries: dict[str, list[str]], count: int, seed: int) -> list
     return out
 
 
+def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+    """CPU time (user + system) of each process and its children, and of this process (the
+    legitimate load generator), by name."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            out[name] = sum(proc.cpu_times()[:2])
+            children = proc.children(recursive=True)
+            if children:
+                out[f"{name}'s children"] = sum(
+                    sum(c.cpu_times()[:2]) for c in children if c.is_running()
+                )
+        except psutil.Error:
+            out[name] = float("nan")
+    out["load generator"] = sum(psutil.Process().cpu_times()[:2])
+    return out
+
+
 def load_average() -> str:
     load1, load5, _ = os.getloadavg()
     return f"{load1:.2f} (1 min) {load5:.2f} (5 min)"
@@ -453,7 +476,17 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the attacking process did not start")
         time.sleep(1.0)  # let the slow clients connect and the floods get going
         sampler.phase = health.phase = "attacked"
+        watched = {
+            "attacker": attack.pid,
+            "service": service.pid,
+            "redis": redis_proc.pid if redis_proc else None,
+        }
+        cpu_before = cpu_seconds(watched)
+        wall = time.perf_counter()
         attacked_res = asyncio.run(legit(attacked_bodies))
+        cpu_after = cpu_seconds(watched)
+        cpu_used = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
+        wall = time.perf_counter() - wall
         stop_flag.set()
         try:
             attack_result: dict[str, Any] = results.get(timeout=ATTACK_TIMEOUT_S + 30)
@@ -489,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ph} p50 {health.pct(ph, 50):.1f} ms p99 {health.pct(ph, 99):.1f} ms"
                 for ph in ("unattacked", "attacked")
             )
+        )
+        print(
+            f"CPU seconds during the attacked phase ({wall:.1f} s wall, "
+            f"{os.cpu_count()} cores): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in cpu_used.items())
+            + " (the service's children: its body-check helper)"
         )
         print(f"legitimate, 100 candidates @{args.rate:.0f} req/s for {args.seconds:.0f} s each:")
         for name, res in (("unattacked", calm_res), ("attacked", attacked_res)):

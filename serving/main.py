@@ -111,7 +111,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     for module in (rank, feedback, models, health):
         app.include_router(module.router)
-    app.add_middleware(BodySizeLimit, max_bytes=s.body_limit_bytes, timeout_s=s.body_read_timeout_s)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=s.body_limit_bytes,
+        timeout_s=s.body_read_timeout_s,
+        max_streamed_bytes=s.max_streamed_body_bytes,
+    )
     # admitted once its body is in (a slow body holds no place); over capacity: 503 at once
     app.add_middleware(Admission, gate=gate, paths=GATED_PATHS)
     return app

@@ -1,7 +1,9 @@
 """Pure ASGI middleware that bounds what one client can cost before any work is done.
 
 - :class:`BodySizeLimit`: 413 for a body above the limit (from its Content-Length, or as
-  soon as a streamed body passes it), 408 for a body that does not arrive in time.
+  soon as a streamed body passes it), 411 for a streamed body (no Content-Length) above the
+  smaller limit for those, 408 for a body that does not arrive in time; each of these
+  closes the connection instead of reading the rest.
 - :class:`Admission` with a :class:`RequestGate`: at most ``workers + queue`` data-plane
   requests in the service once their bodies are in; the next one is answered 503 with
   ``Retry-After`` at once instead of waiting without bound. The gate's worker threads
@@ -47,6 +49,20 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, _too_large(None, max_bytes), headers={"Connection": "close"})
 
 
+class LengthRequired(HTTPException):
+    """Raised from ``receive`` when a body without ``Content-Length`` passes the limit for
+    streamed bodies (411): a client must declare a large body, so that one that is too large
+    is refused from its headers instead of being read up to the body limit."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            411,
+            f"a body over {max_bytes} bytes needs a Content-Length header "
+            "(LTR_MAX_STREAMED_BODY_BYTES)",
+            headers={"Connection": "close"},
+        )
+
+
 class BodyTimeout(HTTPException):
     """Raised from ``receive`` when the body has not arrived within the time allowed (408)."""
 
@@ -87,15 +103,24 @@ class BodySizeLimit:
     """413 above ``max_bytes``; 408 when the body takes longer than ``timeout_s`` to arrive
     (counted from the moment the request reached the app)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = 10.0,
+        max_streamed_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        #: a body without Content-Length (chunked) may not pass this (411)
+        self.max_streamed_bytes = max_streamed_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -106,6 +131,7 @@ class BodySizeLimit:
                     detail = _too_large(declared, self.max_bytes)
                     await send_json(send, 413, {"detail": detail}, CLOSE)
                     return
+        streamed_limit = self.max_streamed_bytes if declared is None else None
         received = 0
         complete = False
         started = False
@@ -124,6 +150,8 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                if streamed_limit is not None and received > streamed_limit:
+                    raise LengthRequired(streamed_limit)
                 complete = not message.get("more_body", False)
             return message
 
@@ -135,7 +163,7 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except (BodyTooLarge, BodyTimeout) as exc:
+        except (BodyTooLarge, LengthRequired, BodyTimeout) as exc:
             if not started:
                 await send_json(send, exc.status_code, {"detail": exc.detail}, CLOSE)
 

@@ -80,6 +80,13 @@ class ServingSettings(BaseSettings):
         "default sized from LTR_MAX_CANDIDATES and LTR_MAX_FEATURES_PER_CANDIDATE, see "
         "default_body_limit",
     )
+    max_streamed_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="largest body sent without Content-Length (chunked); beyond it 411: a "
+        "large body must be declared, so one that is too large is refused from its headers "
+        "instead of being read up to LTR_MAX_BODY_BYTES",
+    )
     body_read_timeout_s: float = Field(
         10.0, gt=0, le=600, description="a request body must arrive within this time (408)"
     )

@@ -418,3 +418,22 @@ def test_an_oversized_body_is_answered_413_and_the_connection_closed_unread(stor
         assert closed  # not kept alive to drain megabytes nobody will read
         with httpx.Client(base_url=server.url, timeout=WAIT_S) as http:
             assert http.post("/api/v1/rank", json=rank_body(3)).status_code == 200
+
+
+def test_a_large_body_without_content_length_is_411_and_with_it_is_served(store):
+    settings = make_settings(store, max_body_bytes=1 << 20, max_streamed_body_bytes=16 * 1024)
+    body = json.dumps(rank_body(3)).encode()
+    padded = body[:-1] + b"," + b'"top_k": 3' + b" " * (40 * 1024) + b"}"  # valid, 40 KiB
+    with LiveServer(settings, http_timeout=WAIT_S) as server:
+        with socket.create_connection((LOOPBACK, server.port), timeout=WAIT_S) as sock:
+            head = b"POST /api/v1/rank HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            sock.sendall(head + b"transfer-encoding: chunked\r\n\r\n")
+            for i in range(0, len(padded), 8192):
+                part = padded[i : i + 8192]
+                sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            answer, closed = _answer_then_eof(sock)
+        assert answer.startswith(b"HTTP/1.1 411"), answer[:200]
+        assert b"Content-Length" in answer and closed
+        with httpx.Client(base_url=server.url, timeout=WAIT_S) as http:  # declared: served
+            r = http.post("/api/v1/rank", content=padded, headers=JSON)
+            assert r.status_code == 200, r.text
