@@ -255,6 +255,10 @@ class Launcher:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.request_stop)
+        # `make airflow` execs this process, so its parent is make: a SIGTERM to make alone
+        # (not to the process group) kills make without telling us; being re-parented is the
+        # sign to stop everything too
+        parent = os.getppid()
         code = 0
         try:
             self.migrate()
@@ -262,6 +266,9 @@ class Launcher:
                 self.start()
             shown = False
             while not self.stop_requested.wait(0.5):
+                if os.getppid() != parent:
+                    self.say("launcher", f"parent process {parent} exited: stopping all")
+                    break
                 dead = self.exited()
                 if dead is not None:
                     self.say("launcher", f"{dead[0]} exited with status {dead[1]}: stopping all")
