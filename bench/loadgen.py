@@ -25,6 +25,8 @@ class LoadResult:
     wall_s: float = 0.0
     #: GET /health latencies (ms) probed during this run, when a probe ran.
     health_ms: list[float] = field(default_factory=list)
+    #: GET /health at the fixed rate (the HTTP round trip of a trivial route), when measured.
+    http_floor: LoadResult | None = None
 
     @property
     def count(self) -> int:

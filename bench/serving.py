@@ -68,6 +68,7 @@ MIN_LATENCY_RATIO = 10.0
 MIN_THROUGHPUT_RATIO = 5.0
 MAX_FLOOR_RATIO = 2.0
 MAX_RSS_MB = 400.0
+HEALTH_REQUEST = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 MAX_HEALTH_P99_MS = 50.0  # GET /health while the service is saturated
 
 
@@ -449,6 +450,10 @@ async def measure(
         if before is not None and stages is not None:
             stages.update(means_between(before, server_totals(port)))
     big = await open_loop(host, port, b1000, 20.0, 10.0, connections=4) if b1000 else None
+    if b1000:  # the HTTP floor: a trivial route, same load generator, same first rate
+        rate = next(iter(fixed))
+        health = [HEALTH_REQUEST] * max(MIN_FIXED_REQUESTS, int(rate * seconds))
+        sat.http_floor = await open_loop(host, port, health, rate, seconds, connections=16)
     return sat, fixed, big
 
 
@@ -494,10 +499,10 @@ def print_side_by_side(platform_run: StackRun, assembled: StackRun, rate: float)
         r = "" if np.isnan(ratio) else f"{ratio:.1f}x"
         print(f"  {name:<26}{pv:>14}{av:>14}{r:>20}")
     for run in (p, a):
-        runs = [run.sat, *run.fixed.values(), *([run.big] if run.big else [])]
+        loads = [run.sat, *run.fixed.values(), *([run.big] if run.big else [])]
         statuses: dict[int, int] = {}
-        for r in runs:
-            for code, n in r.statuses.items():
+        for load in loads:
+            for code, n in load.statuses.items():
                 if code != 200:
                     statuses[code] = statuses.get(code, 0) + n
         if statuses:
@@ -640,6 +645,12 @@ def main(argv: list[str] | None = None) -> int:
             f"end-to-end p50 @{rates[worker_counts[0]]:.0f} req/s is "
             f"{first.fixed[rates[worker_counts[0]]].pct_ms(50) / floor_p50:.2f}x the floor"
         )
+        http = first.sat.http_floor
+        if http is not None:
+            print(
+                f"  HTTP floor (GET /health, same load generator and rate): p50 "
+                f"{http.pct_ms(50):.2f} ms, p99 {http.pct_ms(99):.2f} ms"
+            )
         for (name, workers), run in runs.items():
             h = np.asarray(run.sat.health_ms)
             print(
