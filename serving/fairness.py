@@ -80,6 +80,11 @@ def client_key(scope: Scope, trusted: Sequence[Network] = ()) -> str:
     return host
 
 
+def default_client_share(workers: int, queue: int) -> int:
+    """Half the gate's places, at least twice the workers (LTR_REQUEST_CLIENT_SHARE unset)."""
+    return max(2 * workers, (workers + queue) // 2)
+
+
 @dataclass
 class Ticket:
     """One admitted request: its client and whether its body is large."""

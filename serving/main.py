@@ -17,7 +17,6 @@ from serving.api.deps import TruncatedValidationError
 from serving.api.routes import feedback, health, models, rank
 from serving.app_state import AppState
 from serving.body_check import BodyChecker
-from serving.fairness import parse_networks
 from serving.middleware import Admission, BodySizeLimit, RequestGate
 from serving.schemas import MAX_REPORTED_ERRORS
 from serving.settings import ServingSettings
@@ -84,7 +83,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         s.retry_after_s,
         client_share=s.client_share,
         heavy_body_bytes=s.heavy_body_bytes,
-        trusted_proxies=parse_networks(s.trusted_proxies.split(",")),
+        trusted_proxies=s.trusted_networks,
     )
     app.state.gate = gate
 

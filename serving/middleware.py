@@ -25,7 +25,15 @@ import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.fairness import FairLimiter, Network, Places, Ticket, client_key, current_ticket
+from serving.fairness import (
+    FairLimiter,
+    Network,
+    Places,
+    Ticket,
+    client_key,
+    current_ticket,
+    default_client_share,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +198,7 @@ class RequestGate:
         self.threads = anyio.CapacityLimiter(workers)
         self.fair = FairLimiter(workers)
         self.capacity = workers + queue
-        self.places = Places(self.capacity, client_share or max(2 * workers, self.capacity // 2))
+        self.places = Places(self.capacity, client_share or default_client_share(workers, queue))
         self.retry_after_s = retry_after_s
         self.heavy_body_bytes = heavy_body_bytes
         self.trusted_proxies = tuple(trusted_proxies)
@@ -222,33 +230,27 @@ class RequestGate:
         self.places.leave((ticket or Ticket("")).client)
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """A worker slot (granted fairly, as in :meth:`run`) for work done elsewhere, such
-        as the body-check process."""
-        ticket = await self.fair.acquire(current_ticket.get())
+    async def slot(self, *, first: bool = False) -> AsyncIterator[None]:
+        """A worker slot, granted fairly between the clients waiting (the request's ticket
+        comes from its context); ``first``: ahead of new requests' steps. Used directly for
+        work done elsewhere, such as the body-check process."""
+        ticket = await self.fair.acquire(current_ticket.get(), first=first)
         try:
             yield
         finally:
             self.fair.release(ticket)
 
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in a worker thread, in a :meth:`slot`."""
+        async with self.slot():
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
+
     async def run_after(self, fn: Callable[..., T], *args: object) -> T:
         """Like :meth:`run`, for the background work of a request already answered: it goes
         ahead of new requests' steps, so that under saturation answered requests do not pile
         up in the gate (they hold their places until their background work is done)."""
-        ticket = await self.fair.acquire(current_ticket.get(), first=True)
-        try:
+        async with self.slot(first=True):
             return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
-        finally:
-            self.fair.release(ticket)
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(*args)`` in a worker thread, at most ``workers`` at a time, granted fairly
-        between the clients waiting (the request's ticket comes from its context)."""
-        ticket = await self.fair.acquire(current_ticket.get())
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
-        finally:
-            self.fair.release(ticket)
 
 
 class AtCapacity(HTTPException):

@@ -4,10 +4,13 @@ validated on creation. Defaults that would be unsafe in production refuse to sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from serving.fairness import Network
 
 MIN_API_KEY_LENGTH = 16
 _KNOWN_WEAK_KEYS = {"changeme", "secret", "password", "admin", "test", "development"}
@@ -163,21 +166,28 @@ class ServingSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_trusted_proxies(self) -> ServingSettings:
-        from serving.fairness import parse_networks
-
         try:
-            parse_networks(self.trusted_proxies.split(","))
+            self.trusted_networks  # noqa: B018  (parsed to refuse a bad entry here)
         except ValueError as exc:
             raise ValueError(f"LTR_TRUSTED_PROXIES: {exc}") from None
         return self
 
     @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        """``trusted_proxies`` parsed (checked when the settings were made)."""
+        from serving.fairness import parse_networks
+
+        return parse_networks(self.trusted_proxies.split(","))
+
+    @property
     def client_share(self) -> int:
         """``request_client_share`` as set, or half the gate's places (at least twice
         the workers)."""
+        from serving.fairness import default_client_share
+
         if self.request_client_share is not None:
             return self.request_client_share
-        return max(2 * self.request_workers, (self.request_workers + self.request_queue) // 2)
+        return default_client_share(self.request_workers, self.request_queue)
 
     @property
     def body_limit_bytes(self) -> int:

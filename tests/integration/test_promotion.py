@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from support.env import isolated_home
-from support.models import FEATURES, export_promotion_versions
+from support.models import FEATURES
 from support.service import LiveService, random_features, service_settings
 
-from ltr.model_store import read_routing, serve_single
+from ltr.model_store import read_routing
 from ltr.promotion import (
     ArtifactRejected,
     Observation,
@@ -40,23 +40,7 @@ URL = "http://rank.test"
 
 
 # ----------------------------------------------------------------- artifacts
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """v1 and v2 (healthy) and v3 (requires a request feature nobody sends)."""
-    root = tmp_path_factory.mktemp("promotion_templates")
-    export_promotion_versions(root)
-    return root
-
-
-@pytest.fixture
-def models(tmp_path: Path, templates: Path) -> Path:
-    """A model store with v1, v2, v3 installed and v1 in production."""
-    root = tmp_path / "models"
-    shutil.copytree(templates / "versions", root / "versions")
-    serve_single(root, "v1")
-    return root
-
-
+# `templates` and `models` (v1, v2, v3; v1 in production): tests/integration/conftest.py
 def plan(version: str = "v2", **kw: Any) -> PromotionPlan:
     defaults: dict[str, Any] = {
         "canary_percent": 10,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,11 +26,11 @@ from typing import Any
 
 import pytest
 import yaml
-from support.models import FEATURES, export_promotion_versions
+from support.models import FEATURES
 from support.net import WAIT_S, wait_until
 from support.service import LiveService, random_features, service_settings
 
-from ltr.model_store import RoutingChanged, read_routing, serve_single, write_routing
+from ltr.model_store import RoutingChanged, read_routing, write_routing
 from ltr.promotion import (
     Observation,
     PromotionPlan,
@@ -46,21 +45,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 LTR = [sys.executable, "-m", "ltr.cli.main"]
-
-
-@pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("preemption_templates")
-    export_promotion_versions(root)
-    return root
-
-
-@pytest.fixture
-def models(tmp_path: Path, templates: Path) -> Path:
-    root = tmp_path / "models"
-    shutil.copytree(templates / "versions", root / "versions")
-    serve_single(root, "v1")
-    return root
 
 
 @pytest.fixture
