@@ -1,9 +1,12 @@
 """A small HTTP/1.1 load generator on raw asyncio streams (keep-alive, no client library),
 so that the client costs little CPU next to the server on the same two cores.
 
-Open loop (fixed rate): requests are scheduled at fixed intervals and latency is measured
-from the scheduled time, so queueing behind a slow response counts (no coordinated
-omission). Closed loop (saturation): N connections send back to back.
+Open loop (fixed rate): requests are issued at fixed intervals, whether or not earlier ones
+were answered, and latency is measured from the moment each is issued, so waiting for a free
+connection behind slow responses counts (no coordinated omission). The generator's own timer
+lateness (its event loop wakes up to a millisecond after the scheduled time) is not the
+server's: it is recorded apart (``LoadResult.lateness_s``) instead of being added to every
+latency. Closed loop (saturation): N connections send back to back.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class LoadResult:
     health_ms: list[float] = field(default_factory=list)
     #: GET /health at the fixed rate (the HTTP round trip of a trivial route), when measured.
     http_floor: LoadResult | None = None
+    #: Open loop: how late the generator issued each request after its scheduled time (s).
+    lateness_s: list[float] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -102,7 +107,7 @@ def http_post(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
 
 
 async def _send(conn: Connection, raw: bytes, started: float, res: LoadResult) -> None:
-    """One request; latency from ``started`` (the scheduled time in the open loop)."""
+    """One request; latency from ``started`` (the time it was issued, in the open loop)."""
     try:
         status, body = await conn.request(raw)
     except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -125,8 +130,8 @@ async def _worker(
         item = await queue.get()
         if item is None:
             return
-        scheduled, raw = item
-        await _send(conn, raw, scheduled, res)
+        issued, raw = item
+        await _send(conn, raw, issued, res)
 
 
 async def open_loop(
@@ -149,7 +154,9 @@ async def open_loop(
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        queue.put_nowait((at, requests[i % len(requests)]))
+        issued = time.perf_counter()
+        res.lateness_s.append(issued - at)
+        queue.put_nowait((issued, requests[i % len(requests)]))
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from serving.cache import RankCache
 from serving.events import EventLog
 from serving.model_store import LoadedModel, ModelStore
-from serving.redis_guard import RedisGuard, fail_fast_redis
+from serving.redis_guard import RedisGuard, fail_fast_async_redis, fail_fast_redis
 from serving.request_ids import RateLimiter, RequestIdSigner
 from serving.service import FeatureReader, RankService
 from serving.settings import ServingSettings
@@ -52,6 +53,10 @@ class AppState:
     redis_ping_failures: int = 0
     #: Clients of the cache's / events' own Redis (closed with the app).
     own_clients: list[Any] = field(default_factory=list)
+    #: ``redis.asyncio`` twins of the feature store's and the cache's clients: small
+    #: requests await their reads on the event loop (``RankService.rank_async``).
+    redis_async: AsyncRedis | None = None
+    async_clients: list[Any] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: ServingSettings) -> AppState:
@@ -73,12 +78,24 @@ class AppState:
                 own[url] = fail_fast_redis(url, timeout_seconds=timeout)
             return own[url]
 
+        async_of: dict[str, AsyncRedis] = {}
+
+        def async_client_of(url: str | None) -> AsyncRedis | None:
+            """One ``redis.asyncio`` client per URL (created lazily, used by one loop)."""
+            if not url or settings.inline_max_work <= 0:
+                return None
+            if url not in async_of:
+                async_of[url] = fail_fast_async_redis(url, timeout_seconds=timeout)
+            return async_of[url]
+
         events_url = settings.events_redis_url or settings.redis_url
-        cache_client = client_of(settings.cache_redis_url or events_url)
+        cache_url = settings.cache_redis_url or events_url
+        cache_client = client_of(cache_url)
         cache = RankCache(
             cache_client if settings.cache_enabled else None,
             ttl_seconds=settings.cache_ttl_s,
             max_docs=settings.cache_max_docs,
+            async_client=async_client_of(cache_url) if settings.cache_enabled else None,
         )
         prefix = settings.events_stream_prefix
         events = EventLog(
@@ -100,6 +117,8 @@ class AppState:
             settings.feedback_rate_per_s, float(settings.feedback_burst)
         )
         state.own_clients = list(own.values())
+        state.redis_async = async_client_of(settings.redis_url)
+        state.async_clients = list(async_of.values())
         return state
 
     # ----------------------------------------------------------- features
@@ -137,6 +156,7 @@ class AppState:
                 self.settings.feast_project,
                 key_version=self.settings.feast_key_version,
                 views=specs,
+                async_client=self.redis_async,
             )
         if self.settings.feast_repo.is_dir():
             from serving.features.sqlite_reader import SqliteFeatureReader, sqlite_location
@@ -241,3 +261,6 @@ class AppState:
             self.redis.close()
         for extra in self.own_clients:
             extra.close()
+        for aclient in self.async_clients:
+            with contextlib.suppress(Exception):  # a connection of a loop already gone
+                await aclient.aclose()

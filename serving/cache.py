@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from serving.redis_guard import RedisGuard
 
@@ -55,6 +56,7 @@ class RankCache:
         prefix: str = "ltr:cache:",
         guard: RedisGuard | None = None,
         max_docs: int = 200,
+        async_client: redis.asyncio.Redis | None = None,
     ) -> None:
         if ttl_seconds < 1:
             raise ValueError(f"ttl_seconds must be >= 1, got {ttl_seconds}")
@@ -67,6 +69,8 @@ class RankCache:
         #: Cached rankings that did not hold exactly the request's candidates (refused).
         self.mismatches = 0
         self._client = client
+        #: The same Redis for :meth:`aget` on the event loop (optional).
+        self._async_client = async_client if client is not None else None
         self.ttl_seconds = ttl_seconds
         self.prefix = prefix
         self.guard = guard if guard is not None else RedisGuard(name="rank-cache")
@@ -127,7 +131,28 @@ class RankCache:
             self.misses += 1
             return None
         ok, raw = self.guard.call(lambda: client.get(key), None)
-        if not ok or raw is None:
+        return self._hit(raw if ok else None, doc_ids)
+
+    @property
+    def reads_async(self) -> bool:
+        """True when :meth:`aget` can be awaited (the cache has an ``async_client``)."""
+        return self._async_client is not None
+
+    async def aget(
+        self, key: str, doc_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]] | None:
+        """:meth:`get` on the event loop (same checks, same counters, same guard)."""
+        client = self._async_client
+        if client is None:
+            if self._client is None:  # disabled: a miss, as from get()
+                self.misses += 1
+                return None
+            raise RuntimeError("this cache has no async_client: call get() in a worker thread")
+        ok, raw = await self.guard.acall(lambda: client.get(key), None)
+        return self._hit(raw if ok else None, doc_ids)
+
+    def _hit(self, raw: object, doc_ids: Sequence[str] | None) -> list[dict[str, Any]] | None:
+        if raw is None:
             self.misses += 1
             return None
         value = self._decode(raw)

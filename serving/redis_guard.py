@@ -15,10 +15,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis
+import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -47,6 +48,20 @@ def fail_fast_redis(url: str, *, timeout_seconds: float = 0.05, **kwargs: Any) -
         **kwargs,
     }
     return redis.Redis.from_url(url, **options)
+
+
+def fail_fast_async_redis(
+    url: str, *, timeout_seconds: float = 0.05, **kwargs: Any
+) -> redis.asyncio.Redis:
+    """:func:`fail_fast_redis` for the event loop (``redis.asyncio``): the same timeouts and
+    no retries. Its connections belong to the event loop that first uses them."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "retry": redis.asyncio.retry.Retry(NoBackoff(), 0),
+        **kwargs,
+    }
+    return redis.asyncio.Redis.from_url(url, **options)
 
 
 class RedisGuard:
@@ -154,6 +169,18 @@ class RedisGuard:
             return False, default
         try:
             result = fn()
+        except REDIS_ERRORS as exc:
+            self.record_failure(exc)
+            return False, default
+        self.record_success()
+        return True, result
+
+    async def acall(self, fn: Callable[[], Awaitable[T]], default: T) -> tuple[bool, T]:
+        """:meth:`call` for a coroutine (a ``redis.asyncio`` command)."""
+        if not self.allow():
+            return False, default
+        try:
+            result = await fn()
         except REDIS_ERRORS as exc:
             self.record_failure(exc)
             return False, default

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ import numpy as np
 from serving.cache import RankCache
 from serving.events import EventLog
 from serving.features.schema import MissingRequiredFeatures, assemble
-from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore, Outcome
+from serving.model_store import LoadedModel, ModelNotAvailable, ModelStore, Outcome, Snapshot
 from serving.redis_guard import RedisGuard
 from serving.routing import Decision, team_draft_interleave
 from serving.schemas import RankRequest, RankResponse
@@ -134,33 +134,67 @@ class RankService:
                 )
 
     # ------------------------------------------------------------ scoring
+    def _reader(self, model: LoadedModel) -> FeatureReader:
+        """The model's online feature reader, or :class:`FeaturesUnavailable` when there is
+        none or the store's circuit breaker is open (the model has views)."""
+        reader = self.reader_for(model)
+        if reader is None:
+            raise FeaturesUnavailable(
+                f"model {model.version} needs online features "
+                f"({', '.join(model.schema.view_names)}) but no online store is configured"
+            )
+        if not self.feature_guard.allow():
+            self.telemetry.errors.labels(kind="feature_store").inc()
+            raise FeaturesUnavailable(
+                "online feature store unavailable (recent errors; retrying shortly)"
+            )
+        return reader
+
+    def _read_failed(self, exc: Exception) -> FeaturesUnavailable:
+        self.feature_guard.record_failure(exc)
+        self.telemetry.errors.labels(kind="feature_store").inc()
+        return FeaturesUnavailable("online feature store unavailable: read failed")
+
+    def _read(self, model: LoadedModel, req: RankRequest, doc_ids: list[str]) -> Any:
+        """The online features of ``req``'s candidates (None: the model has no views)."""
+        if not model.schema.views:
+            return None
+        reader = self._reader(model)
+        t = time.perf_counter()
+        try:
+            result = reader.read(req.query_id, doc_ids)
+        except Exception as exc:
+            raise self._read_failed(exc) from None
+        finally:
+            self._stage.labels(stage="features").observe(time.perf_counter() - t)
+        self.feature_guard.record_success()
+        return result
+
+    async def _aread(self, model: LoadedModel, req: RankRequest, doc_ids: list[str]) -> Any:
+        """:meth:`_read` awaited on the event loop (the reader has ``aread``)."""
+        if not model.schema.views:
+            return None
+        reader = self._reader(model)
+        t = time.perf_counter()
+        try:
+            result = await reader.aread(req.query_id, doc_ids)  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise self._read_failed(exc) from None
+        finally:
+            self._stage.labels(stage="features").observe(time.perf_counter() - t)
+        self.feature_guard.record_success()
+        return result
+
     def _score(self, model: LoadedModel, req: RankRequest) -> Scored:
         doc_ids = [c.doc_id for c in req.candidates]
-        vectors: dict[str, np.ndarray] = {}
-        found: dict[str, np.ndarray] = {}
-        if model.schema.views:
-            reader = self.reader_for(model)
-            if reader is None:
-                raise FeaturesUnavailable(
-                    f"model {model.version} needs online features "
-                    f"({', '.join(model.schema.view_names)}) but no online store is configured"
-                )
-            if not self.feature_guard.allow():
-                self.telemetry.errors.labels(kind="feature_store").inc()
-                raise FeaturesUnavailable(
-                    "online feature store unavailable (recent errors; retrying shortly)"
-                )
-            t = time.perf_counter()
-            try:
-                result = reader.read(req.query_id, doc_ids)
-            except Exception as exc:
-                self.feature_guard.record_failure(exc)
-                self.telemetry.errors.labels(kind="feature_store").inc()
-                raise FeaturesUnavailable("online feature store unavailable: read failed") from None
-            finally:
-                self._stage.labels(stage="features").observe(time.perf_counter() - t)
-            self.feature_guard.record_success()
-            vectors, found = result.vectors, result.found
+        return self._score_read(model, req, doc_ids, self._read(model, req, doc_ids))
+
+    def _score_read(
+        self, model: LoadedModel, req: RankRequest, doc_ids: list[str], result: Any
+    ) -> Scored:
+        """Matrix + ONNX Runtime + order, from the online features already read."""
+        vectors: dict[str, np.ndarray] = {} if result is None else result.vectors
+        found: dict[str, np.ndarray] = {} if result is None else result.found
         t = time.perf_counter()
         x, stats = assemble(
             model.schema, doc_ids, [c.features for c in req.candidates], vectors, found
@@ -211,38 +245,127 @@ class RankService:
 
     # ------------------------------------------------------------ rank
     def rank(self, req: RankRequest, request_id: str) -> RankOutcome:
+        """Rank ``req`` (blocking: run it in a worker thread, not on the event loop)."""
         t0 = time.perf_counter()
         self.check_limits(req)
         snap = self.store.snapshot
         decision: Decision = snap.router.decide(req.user_id, request_id)
+        return self._rank_decided(req, request_id, snap, decision, t0)
+
+    def inline_work(self, req: RankRequest) -> int:
+        """What scoring ``req`` costs on the event loop: candidates plus request feature
+        values (compared with LTR_INLINE_MAX_WORK)."""
+        return len(req.candidates) + sum(len(c.features or ()) for c in req.candidates)
+
+    async def rank_async(
+        self,
+        req: RankRequest,
+        request_id: str,
+        offload: Callable[..., Awaitable[Any]],
+    ) -> RankOutcome:
+        """:meth:`rank` from the event loop. A small request (:meth:`inline_work` at most
+        LTR_INLINE_MAX_WORK) of one model whose cache and feature reads can be awaited
+        (Redis) is answered here: its Redis reads are awaited, its matrix and ONNX Runtime
+        run inline (well under a millisecond), so it needs no worker thread. Any other
+        request is ranked by ``offload(fn, *args)`` (the request gate's worker threads)."""
+        t0 = time.perf_counter()
+        self.check_limits(req)
+        snap = self.store.snapshot
+        decision: Decision = snap.router.decide(req.user_id, request_id)
+        model = snap.models.get(decision.version) if decision.interleave is None else None
+        if model is None or not self._awaitable(model, req):
+            outcome: RankOutcome = await offload(
+                self._rank_decided, req, request_id, snap, decision, t0
+            )
+            return outcome
+        key = self._cache_key(model, req)
+        ranked = None
+        if key is not None:
+            t = time.perf_counter()
+            ranked = await self.cache.aget(key, [c.doc_id for c in req.candidates])
+            self._cache_counted(ranked, t)
+        if ranked is not None:
+            return self._answer(req, request_id, snap, decision, model, ranked, None)
+        doc_ids = [c.doc_id for c in req.candidates]
+        try:
+            result = await self._aread(model, req, doc_ids)
+            scored = self._score_read(model, req, doc_ids, result)
+        except Exception as exc:
+            self._failed(model, exc, t0)
+            raise
+        return self._answer(req, request_id, snap, decision, model, scored, key)
+
+    def _awaitable(self, model: LoadedModel, req: RankRequest) -> bool:
+        if self.inline_work(req) > self.settings.inline_max_work:
+            return False
+        if self.cache.enabled and not self.cache.reads_async:
+            return False
+        if not model.schema.views:
+            return True
+        reader = self.reader_for(model)
+        return reader is not None and bool(getattr(reader, "reads_async", False))
+
+    def _cache_key(self, model: LoadedModel, req: RankRequest) -> str | None:
+        if not self.cache.enabled:
+            return None
+        return self.cache.key(
+            model.version, req.query_id, [(c.doc_id, c.features) for c in req.candidates]
+        )
+
+    def _cache_counted(self, ranked: list[dict[str, Any]] | None, started: float) -> None:
+        self._stage.labels(stage="cache").observe(time.perf_counter() - started)
+        self.telemetry.cache.labels(result="hit" if ranked is not None else "miss").inc()
+
+    def _failed(self, model: LoadedModel, exc: Exception, started: float) -> None:
+        outcome: Outcome = "client_error" if client_fault(exc) else "server_error"
+        self.record_outcome(model, time.perf_counter() - started, outcome)
+
+    def _rank_decided(
+        self,
+        req: RankRequest,
+        request_id: str,
+        snap: Snapshot,
+        decision: Decision,
+        t0: float,
+    ) -> RankOutcome:
         if decision.interleave is not None:
             return self._rank_interleaved(req, request_id, decision, snap.get, *decision.interleave)
         model = snap.get(decision.version)
-        background: list[Callable[[], object]] = []
-        cached = False
-        ranked: list[dict[str, Any]] | None = None
-        key = None
-        if self.cache.enabled:
+        key = self._cache_key(model, req)
+        if key is not None:
             t = time.perf_counter()
-            key = self.cache.key(
-                model.version, req.query_id, [(c.doc_id, c.features) for c in req.candidates]
-            )
             ranked = self.cache.get(key, [c.doc_id for c in req.candidates])
-            self._stage.labels(stage="cache").observe(time.perf_counter() - t)
-            self.telemetry.cache.labels(result="hit" if ranked is not None else "miss").inc()
-        if ranked is None:
-            try:
-                scored = self._score(model, req)
-            except Exception as exc:
-                outcome: Outcome = "client_error" if client_fault(exc) else "server_error"
-                self.record_outcome(model, time.perf_counter() - t0, outcome)
-                raise
-            ranked = self._ranked(scored, None)
+            self._cache_counted(ranked, t)
+            if ranked is not None:
+                return self._answer(req, request_id, snap, decision, model, ranked, None)
+        try:
+            scored = self._score(model, req)
+        except Exception as exc:
+            self._failed(model, exc, t0)
+            raise
+        return self._answer(req, request_id, snap, decision, model, scored, key)
+
+    def _answer(
+        self,
+        req: RankRequest,
+        request_id: str,
+        snap: Snapshot,
+        decision: Decision,
+        model: LoadedModel,
+        result: Scored | list[dict[str, Any]],
+        key: str | None,
+    ) -> RankOutcome:
+        """The answer and its background work, from a fresh score or a cached list (a list:
+        ``cached`` is true and nothing is written back)."""
+        background: list[Callable[[], object]] = []
+        cached = isinstance(result, list)
+        if isinstance(result, list):
+            ranked = result
+        else:
+            ranked = self._ranked(result, None)
             if key is not None:
                 full = ranked
                 background.append(lambda: self.cache.set(key, full))
-        else:
-            cached = True
         if req.top_k is not None:
             ranked = ranked[: req.top_k]
         payload = {

@@ -101,6 +101,15 @@ class ServingSettings(BaseSettings):
         "ONNX Runtime), each step in a worker thread; about the CPU cores of the process "
         "(more threads contend for the GIL with the event loop and slow /health down)",
     )
+    inline_max_work: int = Field(
+        256,
+        ge=0,
+        le=10_000,
+        description="a rank request with at most this many candidates plus request feature "
+        "values, whose cache and feature reads go to Redis, is answered on the event loop "
+        "(Redis awaited, matrix and ONNX Runtime inline, well under a millisecond) instead of "
+        "in a worker thread: two thread hand-overs fewer; 0: every request in a thread",
+    )
     request_queue: int = Field(
         32,
         ge=0,

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 import redis
+import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -200,6 +201,7 @@ class RedisFeatureReader:
         key_version: int,
         views: Sequence[FeatureViewSpec],
         mode: ReadMode = "lua",
+        async_client: redis.asyncio.Redis | None = None,
     ) -> None:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the Redis client must be created with decode_responses=False")
@@ -215,6 +217,13 @@ class RedisFeatureReader:
         self._mode: ReadMode = mode
         self._views: tuple[_ViewLayout, ...] = tuple(self._layout(v, key_version) for v in views)
         self._script = client.register_script(_READ_SCRIPT) if mode == "lua" else None
+        #: The same reads without blocking the event loop (:meth:`aread`), when given.
+        self._async_client = async_client
+        self._async_script = (
+            async_client.register_script(_READ_SCRIPT)
+            if async_client is not None and mode == "lua"
+            else None
+        )
         retry = client.get_retry()
         if retry is not None and retry.get_retries() != 0:
             logger.warning(
@@ -245,14 +254,17 @@ class RedisFeatureReader:
         """The Redis keys read for each view (one per candidate, or one for query views)."""
         return entity_keys(self._views, query_id, doc_ids, suffix=self._project)
 
+    def _script_args(self, keys: list[list[bytes]]) -> list[bytes | int]:
+        args: list[bytes | int] = [len(self._views)]
+        for view, view_keys in zip(self._views, keys, strict=True):
+            args += [view.field, len(view_keys)]
+        return args
+
     def _fetch(self, keys: list[list[bytes]]) -> list[bytes | None]:
         flat = [k for view_keys in keys for k in view_keys]
         try:
             if self._script is not None:
-                args: list[bytes | int] = [len(self._views)]
-                for view, view_keys in zip(self._views, keys, strict=True):
-                    args += [view.field, len(view_keys)]
-                reply: list[bytes | None] = self._script(keys=flat, args=args)
+                reply: list[bytes | None] = self._script(keys=flat, args=self._script_args(keys))
                 return reply
             with self._client.pipeline(transaction=False) as pipe:
                 for view, view_keys in zip(self._views, keys, strict=True):
@@ -268,16 +280,52 @@ class RedisFeatureReader:
 
         Raises :class:`~serving.features.FeatureStoreUnavailable` on any Redis error.
         """
-        n = len(doc_ids)
+        if not doc_ids:
+            return self._empty()
+        keys = self.keys(query_id, doc_ids)
+        return self._decode(keys, self._fetch(keys), len(doc_ids))
+
+    @property
+    def reads_async(self) -> bool:
+        """True when :meth:`aread` is available (the reader was given an ``async_client``)."""
+        return self._async_client is not None
+
+    async def aread(self, query_id: str, doc_ids: Sequence[str]) -> FeatureReadResult:
+        """:meth:`read` on the event loop: the same keys, one round trip through the
+        ``async_client`` (no worker thread), the same values and errors."""
+        client = self._async_client
+        if client is None:
+            raise RuntimeError("this reader has no async_client")
+        if not doc_ids:
+            return self._empty()
+        keys = self.keys(query_id, doc_ids)
+        try:
+            if self._async_script is not None:
+                flat = [k for view_keys in keys for k in view_keys]
+                values: list[bytes | None] = await self._async_script(
+                    keys=flat, args=self._script_args(keys)
+                )
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for view, view_keys in zip(self._views, keys, strict=True):
+                        for key in view_keys:
+                            pipe.hget(key, view.field)  # type: ignore[arg-type]
+                    values = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"Redis online store read failed: {exc}") from exc
+        return self._decode(keys, values, len(doc_ids))
+
+    def _empty(self) -> FeatureReadResult:
+        vectors = {v.spec.name: np.empty((0, v.spec.dim), dtype=np.float32) for v in self._views}
+        found = {v.spec.name: np.zeros(0, dtype=np.bool_) for v in self._views}
+        return FeatureReadResult(vectors=vectors, found=found, missing=0)
+
+    def _decode(
+        self, keys: list[list[bytes]], values: list[bytes | None], n: int
+    ) -> FeatureReadResult:
+        """Each view's vectors from the values of ``keys`` (flattened, in order)."""
         vectors: dict[str, npt.NDArray[np.float32]] = {}
         found: dict[str, npt.NDArray[np.bool_]] = {}
-        if n == 0:
-            for view in self._views:
-                vectors[view.spec.name] = np.empty((0, view.spec.dim), dtype=np.float32)
-                found[view.spec.name] = np.zeros(0, dtype=np.bool_)
-            return FeatureReadResult(vectors=vectors, found=found, missing=0)
-        keys = self.keys(query_id, doc_ids)
-        values = self._fetch(keys)
         missing = 0
         invalid = 0
         offset = 0

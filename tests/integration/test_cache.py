@@ -7,6 +7,7 @@ and skip when Redis does not answer. The recovery test starts its own ``redis-se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -18,7 +19,7 @@ import redis
 from support.redis import PrivateRedis, counting_client, fail_fast_client
 
 from serving.cache import RankCache
-from serving.redis_guard import RedisGuard
+from serving.redis_guard import RedisGuard, fail_fast_async_redis
 
 REDIS_URL = os.environ.get("LTR_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
 RANKED = [
@@ -228,3 +229,68 @@ def test_rankings_longer_than_max_docs_are_not_cached(live, prefix):
 def test_a_lone_surrogate_in_a_feature_name_still_gives_a_key():
     key = RankCache(None, ttl_seconds=60).key("v1", "q", [("d1", {"f\ud800": 1.0})])
     assert key.startswith("ltr:cache:v1:")
+
+
+# -- aget: the same reads awaited on the event loop ---------------------------------------
+
+
+def _aget_all(client_url: str, prefix: str, calls, guard: RedisGuard | None = None, setup=None):
+    """A cache whose sync client is the live one (for set) and whose async client points at
+    ``client_url``; ``aget`` of each (key, doc_ids) in ``calls``, in one event loop."""
+
+    async def go():
+        aclient = fail_fast_async_redis(client_url, timeout_seconds=0.5)
+        try:
+            with fail_fast_client(REDIS_URL) as sync:
+                cache = RankCache(
+                    sync, ttl_seconds=60, prefix=prefix, guard=guard, async_client=aclient
+                )
+                assert cache.reads_async
+                if setup is not None:
+                    setup(cache)
+                return cache, [await cache.aget(key, ids) for key, ids in calls]
+        finally:
+            await aclient.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.integration
+def test_aget_sees_what_get_sees_hits_misses_and_foreign_entries(live, prefix):
+    key = f"{prefix}v1:k"
+    foreign = f"{prefix}v1:foreign"
+    live.set(foreign, json.dumps([{"doc_id": "d9", "score": 1.0, "rank": 1}]))
+    cache, got = _aget_all(
+        REDIS_URL,
+        prefix,
+        [(key, ["d1", "d2"]), (foreign, ["d9", "d1"])],
+    )
+    assert got == [None, None]  # nothing stored yet; a foreign entry is refused
+    assert (cache.misses, cache.mismatches) == (2, 1)
+    live.set(key, json.dumps(RANKED))
+    cache, got = _aget_all(
+        REDIS_URL, prefix, [(key, ["d1", "d2"]), (key, ["d2", "d1"]), (key, ["d1"])]
+    )
+    assert got == [RANKED, RANKED, None]  # the last asks for other candidates
+    assert (cache.hits, cache.misses, cache.mismatches) == (2, 1, 1)
+
+
+@pytest.mark.integration
+def test_aget_on_a_dead_redis_is_a_miss_and_opens_the_same_breaker():
+    guard = RedisGuard(failure_threshold=3, cooldown_seconds=60.0)
+    cache, got = _aget_all(
+        "redis://127.0.0.1:1/0", "test:dead:", [(f"k{i}", None) for i in range(6)], guard=guard
+    )
+    assert got == [None] * 6
+    assert cache.errors == {"ConnectionError": 3}
+    assert guard.is_open and guard.skipped == 3
+    assert cache.misses == 6
+
+
+def test_a_cache_without_async_client_refuses_aget_unless_disabled():
+    assert not RankCache(None, ttl_seconds=60).reads_async
+    disabled = RankCache(None, ttl_seconds=60)
+    assert asyncio.run(disabled.aget("k")) is None and disabled.misses == 1
+    sync_only = RankCache(redis.Redis(port=1), ttl_seconds=60)
+    with pytest.raises(RuntimeError, match="async_client"):
+        asyncio.run(sync_only.aget("k"))

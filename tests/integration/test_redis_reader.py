@@ -9,11 +9,13 @@ Redis online store in db 6) is applied under a unique project name; features are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+import redis.asyncio
 
 from serving.features import FeatureStoreUnavailable
 from serving.features.feast_layout import field_hash, float_list_header, redis_key
@@ -32,6 +35,7 @@ from serving.features.redis_reader import (
     RedisFeatureReader,
     redis_client_from_connection_string,
 )
+from serving.redis_guard import fail_fast_async_redis
 
 pytestmark = pytest.mark.integration
 
@@ -340,6 +344,86 @@ def test_sdk_reader_on_embedded_sqlite_returns_the_same_values(
     for name in got.vectors:
         assert np.array_equal(got.vectors[name], want.vectors[name], equal_nan=True)
     assert sdk.read(QUERY, []).missing == 0
+
+
+# --- the same reads awaited on the event loop ---------------------------------------------------
+
+
+def async_client(connection_string: str = REDIS, timeout: float = 2.0) -> redis.asyncio.Redis:
+    """A ``redis.asyncio`` client for a Feast connection string (the service builds its own
+    from LTR_REDIS_URL with ``fail_fast_async_redis``)."""
+    node, *params = connection_string.split(",")
+    host, port = node.rsplit(":", 1)
+    db = int(dict(p.split("=", 1) for p in params).get("db", 0))
+    return fail_fast_async_redis(f"redis://{host}:{port}/{db}", timeout_seconds=timeout)
+
+
+def aread_all(
+    env_project: str, mode: str, calls: list[tuple[str, list[str]]], views=VIEWS, **client_kw: Any
+) -> list[FeatureReadResult]:
+    """``aread`` of each (query, docs) in one event loop, the sync client unused."""
+
+    async def go() -> list[FeatureReadResult]:
+        aclient = async_client(**client_kw)
+        sync = redis.Redis(port=1)  # never contacted: aread must use the async client
+        r = RedisFeatureReader(
+            sync, env_project, key_version=3, views=views, mode=mode, async_client=aclient
+        )
+        assert r.reads_async
+        try:
+            return [await r.aread(q, docs) for q, docs in calls]
+        finally:
+            await aclient.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aread_returns_what_feast_returns_and_what_read_returns(feast_redis, redis_client, mode):
+    views = (*VIEWS, QUERY_VIEW)
+    docs = ["never-written-1", *feast_redis.docs, "never-written-2"]
+    calls = [(QUERY, docs), (OTHER_QUERY, docs), (UNKNOWN_QUERY, docs), (QUERY, [])]
+    results = aread_all(feast_redis.project, mode, calls, views)
+    sync_reader = reader(redis_client, feast_redis, mode, views)
+    for (query_id, ids), result in zip(calls[:3], results[:3], strict=True):
+        assert_same_as_feast(result, feast_expected(feast_redis, query_id, ids, views))
+        same = sync_reader.read(query_id, ids)
+        for name in same.vectors:
+            assert np.array_equal(result.vectors[name], same.vectors[name], equal_nan=True)
+            assert np.array_equal(result.found[name], same.found[name])
+    assert results[0].found["doc_features"][[0, -1]].tolist() == [False, False]
+    assert results[3].vectors["query_doc_features"].shape == (0, QD_DIM)
+    assert results[3].missing == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aread_with_redis_down_raises_feature_store_unavailable(mode):
+    with pytest.raises(FeatureStoreUnavailable) as info:
+        aread_all("ltr", mode, [(QUERY, ["d1", "d2"])], connection_string="127.0.0.1:1,db=6")
+    assert isinstance(info.value.__cause__, redis.ConnectionError | OSError)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aread_from_a_redis_that_never_answers_times_out(mode):
+    with socket.socket() as silent:  # accepts connections (backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t = time.perf_counter()
+        with pytest.raises(FeatureStoreUnavailable) as info:
+            aread_all(
+                "ltr", mode, [(QUERY, ["d1"])], connection_string=f"127.0.0.1:{port}", timeout=0.05
+            )
+        waited = time.perf_counter() - t
+    assert isinstance(info.value.__cause__, redis.TimeoutError)
+    assert waited < 5.0  # one socket timeout (0.05 s), not a hang
+
+
+def test_a_reader_without_async_client_refuses_aread(redis_client):
+    r = RedisFeatureReader(redis_client, "ltr", key_version=3, views=VIEWS)
+    assert not r.reads_async
+    with pytest.raises(RuntimeError, match="async_client"):
+        asyncio.run(r.aread(QUERY, ["d1"]))
 
 
 # --- failures ------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ async def rank(req: RankRequest, state: State, gate: Gate, background: Backgroun
     tel = state.telemetry
     tel.candidates.observe(len(req.candidates))
     try:
-        outcome = await gate.run(_rank_one, state, req)
+        outcome = await state.service.rank_async(req, state.request_ids.issue(), gate.run)
     except _DOMAIN_ERRORS as exc:
         status, kind, detail = _classify(exc)
         tel.errors.labels(kind=kind).inc()
