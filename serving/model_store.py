@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,8 @@ class LoadedModel:
     errors: int = 0  # server-side failures (5xx)
     client_errors: int = 0  # 4xx answers: the request, not the model, was at fault
     latency_sum_s: float = 0.0
+    #: ONNX Runtime seconds per scored row, measured at load (:func:`_row_cost`).
+    seconds_per_row: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -161,7 +164,27 @@ def _load_version(root: Path, version: str, threads: int) -> LoadedModel:
     stamp = _stamp(folder)
     if stamp is None:
         raise ArtifactError(f"{folder}: files disappeared while loading")
-    return LoadedModel(version, metadata, session, schema, stamp)
+    return LoadedModel(
+        version, metadata, session, schema, stamp, seconds_per_row=_row_cost(session, schema)
+    )
+
+
+#: Rows of the matrix timed at load to estimate a model's inference cost per candidate.
+COST_PROBE_ROWS = 64
+
+
+def _row_cost(session: ort.InferenceSession, schema: CompiledSchema) -> float:
+    """Seconds of ONNX Runtime per scored row: the fastest of three runs on a fixed random
+    matrix of COST_PROBE_ROWS rows (its fixed cost included, so an overestimate for larger
+    requests). Tells the service which requests are cheap enough to score on the loop."""
+    x = np.random.default_rng(0).standard_normal((COST_PROBE_ROWS, schema.n_features))
+    x = x.astype(np.float32)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        session.run(None, {"features": x})
+        best = min(best, time.perf_counter() - t)
+    return best / COST_PROBE_ROWS
 
 
 def _stamp(folder: Path) -> tuple[float, int, float] | None:

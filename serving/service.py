@@ -264,10 +264,11 @@ class RankService:
         offload: Callable[..., Awaitable[Any]],
     ) -> RankOutcome:
         """:meth:`rank` from the event loop. A small request (:meth:`inline_work` at most
-        LTR_INLINE_MAX_WORK) of one model whose cache and feature reads can be awaited
-        (Redis) is answered here: its Redis reads are awaited, its matrix and ONNX Runtime
-        run inline (well under a millisecond), so it needs no worker thread. Any other
-        request is ranked by ``offload(fn, *args)`` (the request gate's worker threads)."""
+        LTR_INLINE_MAX_WORK, the model's estimated inference at most
+        LTR_INLINE_MAX_INFERENCE_MS) of one model whose cache and feature reads can be
+        awaited (Redis) is answered here: its Redis reads are awaited, its matrix and ONNX
+        Runtime run inline, so it needs no worker thread. Any other request is ranked by
+        ``offload(fn, *args)`` (the request gate's worker threads)."""
         t0 = time.perf_counter()
         self.check_limits(req)
         snap = self.store.snapshot
@@ -297,6 +298,9 @@ class RankService:
 
     def _awaitable(self, model: LoadedModel, req: RankRequest) -> bool:
         if self.inline_work(req) > self.settings.inline_max_work:
+            return False
+        estimate_ms = 1000.0 * model.seconds_per_row * len(req.candidates)
+        if estimate_ms > self.settings.inline_max_inference_ms:
             return False
         if self.cache.enabled and not self.cache.reads_async:
             return False

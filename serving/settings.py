@@ -110,6 +110,14 @@ class ServingSettings(BaseSettings):
         "(Redis awaited, matrix and ONNX Runtime inline, well under a millisecond) instead of "
         "in a worker thread: two thread hand-overs fewer; 0: every request in a thread",
     )
+    inline_max_inference_ms: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="... and whose model's inference, estimated from its cost per row "
+        "measured at load, takes at most this long (a large tree ensemble at 256 candidates "
+        "goes to a thread)",
+    )
     request_queue: int = Field(
         32,
         ge=0,

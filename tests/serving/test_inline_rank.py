@@ -122,3 +122,19 @@ def test_a_request_for_a_model_without_online_features_is_scored_on_the_loop(sto
         r = client.post("/api/v1/rank", json=body(["a", "b", "c"], {"a": 1.0}))
         assert r.status_code == 200, r.text
         assert runs.calls == 0
+
+
+def test_a_model_whose_estimated_inference_is_too_slow_is_scored_in_a_thread(store, features):
+    store.serve("vfv")
+    docs, f0 = ["a", "b", "c"], {"a": 0.5}
+    for limit_ms, threaded in ((100.0, 0), (0.0, 1)):
+        settings = make_settings(store, redis_url=REDIS_URL, inline_max_inference_ms=limit_ms)
+        with serve(settings) as client:
+            model = client.app.state.ltr.store.snapshot.models["vfv"]
+            assert 0 < model.seconds_per_row < 0.01  # measured at load
+            runs = CountingRuns(client.app.state.gate)
+            r = client.post("/api/v1/rank", json=body(docs, f0))
+            assert r.status_code == 200, r.text
+            assert runs.calls == threaded, limit_ms
+            got = {d["doc_id"]: d["score"] for d in r.json()["ranked"]}
+            assert got == pytest.approx(expected(store, docs, f0), rel=1e-6)
