@@ -104,6 +104,7 @@ class AppState:
             clicks_stream=f"{prefix}:clicks",
             maxlen=settings.stream_maxlen,
             max_docs=settings.events_max_docs,
+            async_client=async_client_of(events_url) if settings.events_enabled else None,
         )
         readers: dict[str, FeatureReader | None] = {}
         state = cls(settings, telemetry, store, client, cache, events, None, readers)  # type: ignore[arg-type]

@@ -171,19 +171,39 @@ class RankCache:
         client = self._client
         if client is None:
             return
-        if len(ranked) > self.max_docs:
-            self.too_large += 1
-            return
-        try:
-            payload = json.dumps(ranked, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            # A non-JSON or non-finite value: a bug upstream, but still not worth a 500.
-            self.guard.record_error("EncodeError")
-            logger.warning("rank cache: not caching %s: %s", key, exc)
+        payload = self._payload(key, ranked)
+        if payload is None:
             return
         ok, _ = self.guard.call(lambda: client.set(key, payload, ex=self.ttl_seconds), None)
         if ok:
             self.sets += 1
+
+    async def aset(self, key: str, ranked: list[dict[str, Any]]) -> None:
+        """:meth:`set` on the event loop (same checks, counters and guard)."""
+        client = self._async_client
+        if client is None:
+            if self._client is None:
+                return
+            raise RuntimeError("this cache has no async_client: call set() in a worker thread")
+        payload = self._payload(key, ranked)
+        if payload is None:
+            return
+        ok, _ = await self.guard.acall(lambda: client.set(key, payload, ex=self.ttl_seconds), None)
+        if ok:
+            self.sets += 1
+
+    def _payload(self, key: str, ranked: list[dict[str, Any]]) -> str | None:
+        """The JSON to store, or None (counted) when the ranking is not to be cached."""
+        if len(ranked) > self.max_docs:
+            self.too_large += 1
+            return None
+        try:
+            return json.dumps(ranked, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # A non-JSON or non-finite value: a bug upstream, but still not worth a 500.
+            self.guard.record_error("EncodeError")
+            logger.warning("rank cache: not caching %s: %s", key, exc)
+            return None
 
     def _decode(self, raw: object) -> list[dict[str, Any]] | None:
         try:

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis
+import redis.asyncio
 
 from serving.errors import EventLogUnavailable
 from serving.redis_guard import REDIS_ERRORS, RedisGuard
@@ -88,6 +89,7 @@ class EventLog:
         approximate_trim: bool = True,
         guard: RedisGuard | None = None,
         max_docs: int = 100,
+        async_client: redis.asyncio.Redis | None = None,
     ) -> None:
         if maxlen < 1:
             raise ValueError(f"maxlen must be >= 1, got {maxlen}")
@@ -97,6 +99,8 @@ class EventLog:
         #: were shown in ``n_shown``): an entry's size is bounded whatever the request.
         self.max_docs = max_docs
         self._client = client
+        #: The same Redis for :meth:`alog_impression` on the event loop (optional).
+        self._async_client = async_client if client is not None else None
         self.impressions_stream = impressions_stream
         self.clicks_stream = clicks_stream
         self.maxlen = maxlen
@@ -120,6 +124,11 @@ class EventLog:
         return self._client is not None
 
     @property
+    def writes_async(self) -> bool:
+        """True when :meth:`alog_impression` can be awaited (an ``async_client`` is set)."""
+        return self._async_client is not None
+
+    @property
     def errors(self) -> Counter[str]:
         """Redis errors by kind (``ConnectionError``, ``TimeoutError``, ``ResponseError`` …)."""
         return self.guard.errors
@@ -139,6 +148,60 @@ class EventLog:
         interleave: dict[str, Any] | None = None,
     ) -> bool:
         """Append one impression (the list as shown to the user); False if it was not written."""
+        fields = self._impression(
+            request_id,
+            user_id,
+            variant,
+            model_version,
+            query_id,
+            doc_ids,
+            shadow=shadow,
+            interleave=interleave,
+        )
+        return self._add(self.impressions_stream, fields)
+
+    async def alog_impression(
+        self,
+        request_id: str,
+        user_id: str | None,
+        variant: str,
+        model_version: str,
+        query_id: str,
+        doc_ids: list[str],
+    ) -> bool:
+        """:meth:`log_impression` on the event loop (same entry, same guard and counters)."""
+        client = self._async_client
+        stream = self.impressions_stream
+        if client is None:
+            if self._client is None:
+                self.dropped[stream] += 1
+                return False
+            raise RuntimeError("this event log has no async_client: call log_impression()")
+        fields = self._impression(request_id, user_id, variant, model_version, query_id, doc_ids)
+        ok, _ = await self.guard.acall(
+            lambda: client.xadd(
+                stream,
+                dict(fields),  # type: ignore[arg-type]
+                maxlen=self.maxlen,
+                approximate=self.approximate_trim,
+            ),
+            None,
+        )
+        self._count(stream, ok)
+        return ok
+
+    def _impression(
+        self,
+        request_id: str,
+        user_id: str | None,
+        variant: str,
+        model_version: str,
+        query_id: str,
+        doc_ids: list[str],
+        *,
+        shadow: dict[str, Any] | None = None,
+        interleave: dict[str, Any] | None = None,
+    ) -> dict[str, str]:
         fields: dict[str, str] = {
             "v": SCHEMA_VERSION,
             "ts_ms": str(time.time_ns() // 1_000_000),
@@ -162,7 +225,7 @@ class EventLog:
                 teams = {d: t for d, t in teams.items() if d in kept}
                 interleave = {**interleave, "teams": teams}
             fields["interleave"] = _json(interleave)
-        return self._add(self.impressions_stream, fields)
+        return fields
 
     def log_clicks(
         self, request_id: str, user_id: str | None, clicks: Sequence[tuple[str, int]]
@@ -232,11 +295,14 @@ class EventLog:
             ),
             None,
         )
+        self._count(stream, ok)
+        return ok
+
+    def _count(self, stream: str, ok: bool) -> None:
         if ok:
             self.written[stream] += 1
         else:
             self.dropped[stream] += 1
-        return ok
 
     # -- reading (drain job and tests: raises EventLogUnavailable) -----------------------
 

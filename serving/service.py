@@ -81,6 +81,9 @@ class RankOutcome:
 
     payload: dict[str, Any]
     background: list[Callable[[], object]] = field(default_factory=list)
+    #: Background work awaited on the event loop after the answer (Redis writes of a
+    #: request answered there: no worker thread).
+    abackground: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     @property
     def model_version(self) -> str:
@@ -286,7 +289,7 @@ class RankService:
             ranked = await self.cache.aget(key, [c.doc_id for c in req.candidates])
             self._cache_counted(ranked, t)
         if ranked is not None:
-            return self._answer(req, request_id, snap, decision, model, ranked, None)
+            return self._answer(req, request_id, snap, decision, model, ranked, None, True)
         doc_ids = [c.doc_id for c in req.candidates]
         try:
             result = await self._aread(model, req, doc_ids)
@@ -294,7 +297,7 @@ class RankService:
         except Exception as exc:
             self._failed(model, exc, t0)
             raise
-        return self._answer(req, request_id, snap, decision, model, scored, key)
+        return self._answer(req, request_id, snap, decision, model, scored, key, True)
 
     def _awaitable(self, model: LoadedModel, req: RankRequest) -> bool:
         if self.inline_work(req) > self.settings.inline_max_work:
@@ -358,10 +361,13 @@ class RankService:
         model: LoadedModel,
         result: Scored | list[dict[str, Any]],
         key: str | None,
+        on_loop: bool = False,
     ) -> RankOutcome:
         """The answer and its background work, from a fresh score or a cached list (a list:
-        ``cached`` is true and nothing is written back)."""
+        ``cached`` is true and nothing is written back). ``on_loop``: the Redis writes are
+        awaited on the event loop where they can be (``abackground``)."""
         background: list[Callable[[], object]] = []
+        abackground: list[Callable[[], Awaitable[object]]] = []
         cached = isinstance(result, list)
         if isinstance(result, list):
             ranked = result
@@ -369,7 +375,10 @@ class RankService:
             ranked = self._ranked(result, None)
             if key is not None:
                 full = ranked
-                background.append(lambda: self.cache.set(key, full))
+                if on_loop and self.cache.reads_async:
+                    abackground.append(lambda: self.cache.aset(key, full))
+                else:
+                    background.append(lambda: self.cache.set(key, full))
         if req.top_k is not None:
             ranked = ranked[: req.top_k]
         payload = {
@@ -387,17 +396,19 @@ class RankService:
                 lambda: self._shadow(shadow_model, req, request_id, decision, doc_order)
             )
         elif self.events.enabled:
-            background.append(
-                lambda: self.events.log_impression(
-                    request_id,
-                    req.user_id,
-                    decision.variant,
-                    model.version,
-                    req.query_id,
-                    doc_order,
-                )
+            impression = (
+                request_id,
+                req.user_id,
+                decision.variant,
+                model.version,
+                req.query_id,
+                doc_order,
             )
-        return RankOutcome(payload, background)
+            if on_loop and self.events.writes_async:
+                abackground.append(lambda: self.events.alog_impression(*impression))
+            else:
+                background.append(lambda: self.events.log_impression(*impression))
+        return RankOutcome(payload, background, abackground)
 
     def _shadow(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Response
@@ -114,9 +114,26 @@ def _run_each(tasks: list[Callable[[], object]]) -> None:
             log.exception("background task %r failed", task)
 
 
-def _defer(gate: Gate, background: BackgroundTasks, tasks: list[Callable[[], object]]) -> None:
+async def _await_each(tasks: list[Callable[[], Awaitable[object]]]) -> None:
+    """Every awaitable task in turn, on the event loop; one that fails is logged."""
+    for task in tasks:
+        try:
+            await task()
+        except Exception:
+            log.exception("background task %r failed", task)
+
+
+def _defer(
+    gate: Gate,
+    background: BackgroundTasks,
+    tasks: list[Callable[[], object]],
+    atasks: Sequence[Callable[[], Awaitable[object]]] = (),
+) -> None:
     """Run ``tasks`` after the answer, in one step of the gate's worker threads (one thread
-    hop for the cache write, the impression log and shadow scoring together)."""
+    hop for the cache write, the impression log and shadow scoring together), and
+    ``atasks`` (Redis writes of a request answered on the loop) awaited on the loop."""
+    if atasks:
+        background.add_task(_await_each, list(atasks))
     if tasks:
         background.add_task(gate.run_after, _run_each, list(tasks))
 
@@ -133,7 +150,7 @@ async def rank(req: RankRequest, state: State, gate: Gate, background: Backgroun
         tel.errors.labels(kind=kind).inc()
         tel.requests.labels(endpoint="rank", status=str(status)).inc()
         raise HTTPException(status, detail) from None
-    _defer(gate, background, outcome.background)
+    _defer(gate, background, outcome.background, outcome.abackground)
     response = _json(outcome.payload)
     elapsed = time.perf_counter() - t0
     tel.request_latency.labels(
