@@ -71,6 +71,8 @@ def test_a_large_valid_body_is_ranked_as_in_process_and_checked_by_a_niced_helpe
     (pid,) = checker.pids()
     assert pid != os.getpid()
     assert os.getpriority(os.PRIO_PROCESS, pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10
+    if hasattr(os, "SCHED_IDLE"):  # Linux: runs only on CPU time the service leaves idle
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
 
 
 @pytest.mark.parametrize("bad", ["not-a-number", float("inf"), float("nan")])
