@@ -9,7 +9,8 @@
   ``Retry-After`` at once instead of waiting without bound. The gate's worker threads
   (``RequestGate.run``) do the blocking work of the admitted requests, ``workers`` at a
   time, off the event loop, so ``/health`` and ``/ready`` (which never wait at the gate)
-  keep answering.
+  keep answering; only small, bounded steps run on the loop (bodies up to 8 KiB, and a
+  small ranking whose Redis reads are awaited: ``RankService.rank_async``).
 """
 
 from __future__ import annotations

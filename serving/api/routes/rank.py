@@ -1,9 +1,12 @@
 """POST /api/v1/rank and POST /api/v1/batch_rank.
 
-Bodies are parsed and validated off the event loop (:class:`OffloadedJSONRoute`), the
-ranking runs in a worker thread of the request gate, and so do the background tasks
-(cache write, impression log, shadow scoring). A 5xx answer carries a fixed sentence; the
-exception behind it goes to the log, never to the client.
+Bodies over 8 KiB are parsed and validated off the event loop (:class:`OffloadedJSONRoute`).
+A small request whose reads go to Redis is ranked on the loop with its Redis reads and
+writes awaited (:meth:`RankService.rank_async`, bounded by LTR_INLINE_MAX_WORK and
+LTR_INLINE_MAX_INFERENCE_MS); any other ranking runs in a worker thread of the request
+gate, and so do its background tasks (cache write, impression log, shadow scoring). A 5xx
+answer carries a fixed sentence; the exception behind it goes to the log, never to the
+client.
 """
 
 from __future__ import annotations
