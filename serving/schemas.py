@@ -12,6 +12,7 @@ by pydantic for a request built in Python); a breach is a 422 naming the field.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -327,6 +328,10 @@ def _finish(result: M | None, errors: _Errors) -> M:
     return result
 
 
+#: Rank bodies up to this size are validated in one pydantic call when they are valid.
+ONE_CALL_BODY_BYTES = 8 * 1024
+
+
 def _list(data: Any, name: str) -> list[Any] | None:
     value = data.get(name) if isinstance(data, dict) else None
     return value if isinstance(value, list) else None
@@ -355,6 +360,11 @@ def parse_rank_request(raw: bytes, limits: BodyLimits) -> RankRequest:
                 "(LTR_MAX_CANDIDATES)"
             )
         _check_features(candidates, limits.max_features_per_candidate, "")
+    if len(raw) <= ONE_CALL_BODY_BYTES:
+        # a small body: one pydantic call (bounded by the size) is a third of the cost of
+        # the item-by-item walk; an invalid one is walked below for its bounded error list
+        with contextlib.suppress(ValidationError):
+            return RankRequest.model_validate(data)
     errors = _Errors()
     return _finish(_rank_request(data, errors, ("body",)), errors)
 

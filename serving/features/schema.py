@@ -37,6 +37,17 @@ class ViewColumns:
     min_dim: int
 
 
+def _runs(columns: np.ndarray, indices: np.ndarray) -> tuple[slice, slice] | None:
+    """(matrix columns, vector positions) as two slices when both are consecutive runs
+    (the usual layout: a view fills a block of columns in order), else None."""
+    if columns.size == 0:
+        return None
+    if not (np.all(np.diff(columns) == 1) and np.all(np.diff(indices) == 1)):
+        return None
+    c0, i0 = int(columns[0]), int(indices[0])
+    return slice(c0, c0 + columns.size), slice(i0, i0 + indices.size)
+
+
 @dataclass(frozen=True)
 class CompiledSchema:
     names: tuple[str, ...]
@@ -45,6 +56,8 @@ class CompiledSchema:
     views: tuple[ViewColumns, ...]
     request_columns: frozenset[int] = field(default=frozenset())
     request_required: tuple[int, ...] = field(default=())
+    #: Per view, its columns and vector positions as slices when both are runs (else None).
+    view_runs: Mapping[str, tuple[slice, slice] | None] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -102,6 +115,7 @@ def compile_schema(entries: Sequence[Mapping[str, Any]]) -> CompiledSchema:
         views=views,
         request_columns=frozenset(request_columns),
         request_required=tuple(request_required),
+        view_runs={v.view: _runs(v.columns, v.indices) for v in views},
     )
 
 
@@ -129,6 +143,7 @@ def assemble(
     stats = AssembleStats()
     need_supplied = bool(schema.request_required) or any(v.required for v in schema.views)
     supplied = np.zeros((n, schema.n_features), dtype=bool) if need_supplied else None
+    runs_of = schema.view_runs
     for vc in schema.views:
         vec = view_vectors.get(vc.view)
         found = view_found.get(vc.view)
@@ -141,11 +156,18 @@ def assemble(
                     f"the model reads index {vc.min_dim - 1}"
                 )
             ok = found
+            runs = runs_of.get(vc.view)
             if ok.all():
-                x[:, vc.columns] = vec[:, vc.indices]
+                if runs is not None:  # plain slices: no fancy-index gather
+                    x[:, runs[0]] = vec[:, runs[1]]
+                else:
+                    x[:, vc.columns] = vec[:, vc.indices]
             elif ok.any():
                 rows = np.flatnonzero(ok)
-                x[np.ix_(rows, vc.columns)] = vec[np.ix_(rows, vc.indices)]
+                if runs is not None:
+                    x[rows, runs[0]] = vec[rows, runs[1]]
+                else:
+                    x[np.ix_(rows, vc.columns)] = vec[np.ix_(rows, vc.indices)]
             missing_rows = ~ok
         n_missing = int(missing_rows.sum())
         if n_missing:
