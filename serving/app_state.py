@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from serving.cache import RankCache
 from serving.events import EventLog
+from serving.features.redis_wire import RedisWire
 from serving.model_store import LoadedModel, ModelStore
 from serving.redis_guard import RedisGuard, fail_fast_async_redis, fail_fast_redis
 from serving.request_ids import RateLimiter, RequestIdSigner
@@ -57,6 +58,9 @@ class AppState:
     #: requests await their reads on the event loop (``RankService.rank_async``).
     redis_async: AsyncRedis | None = None
     async_clients: list[Any] = field(default_factory=list)
+    #: One pipelined connection for the feature store's Lua read on the event loop (plain
+    #: ``redis://`` URLs; others read through ``redis_async``).
+    redis_wire: RedisWire | None = None
 
     @classmethod
     def build(cls, settings: ServingSettings) -> AppState:
@@ -119,6 +123,8 @@ class AppState:
         )
         state.own_clients = list(own.values())
         state.redis_async = async_client_of(settings.redis_url)
+        if state.redis_async is not None and settings.redis_url:
+            state.redis_wire = RedisWire.from_url(settings.redis_url, timeout_s=timeout)
         state.async_clients = list(async_of.values())
         return state
 
@@ -158,6 +164,7 @@ class AppState:
                 key_version=self.settings.feast_key_version,
                 views=specs,
                 async_client=self.redis_async,
+                wire=self.redis_wire,
             )
         if self.settings.feast_repo.is_dir():
             from serving.features.sqlite_reader import SqliteFeatureReader, sqlite_location
@@ -262,6 +269,8 @@ class AppState:
             self.redis.close()
         for extra in self.own_clients:
             extra.close()
+        if self.redis_wire is not None:
+            await self.redis_wire.aclose()
         for aclient in self.async_clients:
             with contextlib.suppress(Exception):  # a connection of a loop already gone
                 await aclient.aclose()

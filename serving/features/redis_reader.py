@@ -9,6 +9,7 @@ one ``EVALSHA`` of a small read-only Lua script), and each view's values decode 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from serving.features.feast_layout import (
     field_hash,
     string_value_segment,
 )
+from serving.features.redis_wire import RedisWire
 
 __all__ = [
     "DOC_JOIN_KEY",
@@ -62,6 +64,7 @@ for v = 0, tonumber(ARGV[1]) - 1 do
 end
 return out
 """
+_READ_SCRIPT_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()  # what Redis names it
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class RedisFeatureReader:
         views: Sequence[FeatureViewSpec],
         mode: ReadMode = "lua",
         async_client: redis.asyncio.Redis | None = None,
+        wire: RedisWire | None = None,
     ) -> None:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the Redis client must be created with decode_responses=False")
@@ -217,8 +221,10 @@ class RedisFeatureReader:
         self._mode: ReadMode = mode
         self._views: tuple[_ViewLayout, ...] = tuple(self._layout(v, key_version) for v in views)
         self._script = client.register_script(_READ_SCRIPT) if mode == "lua" else None
-        #: The same reads without blocking the event loop (:meth:`aread`), when given.
+        #: The same reads without blocking the event loop (:meth:`aread`), when given; the
+        #: Lua read goes through ``wire`` (one pipelined connection) when that is given too.
         self._async_client = async_client
+        self._wire = wire if mode == "lua" else None
         self._async_script = (
             async_client.register_script(_READ_SCRIPT)
             if async_client is not None and mode == "lua"
@@ -287,25 +293,30 @@ class RedisFeatureReader:
 
     @property
     def reads_async(self) -> bool:
-        """True when :meth:`aread` is available (the reader was given an ``async_client``)."""
-        return self._async_client is not None
+        """True when :meth:`aread` is available (given an ``async_client`` or a ``wire``)."""
+        return self._async_client is not None or self._wire is not None
 
     async def aread(self, query_id: str, doc_ids: Sequence[str]) -> FeatureReadResult:
         """:meth:`read` on the event loop: the same keys, one round trip through the
-        ``async_client`` (no worker thread), the same values and errors."""
+        ``wire`` or the ``async_client`` (no worker thread), the same values and errors."""
         client = self._async_client
-        if client is None:
+        if client is None and self._wire is None:
             raise RuntimeError("this reader has no async_client")
         if not doc_ids:
             return self._empty()
         keys = self.keys(query_id, doc_ids)
+        values: list[bytes | None]
         try:
-            if self._async_script is not None:
+            if self._wire is not None:
                 flat = [k for view_keys in keys for k in view_keys]
-                values: list[bytes | None] = await self._async_script(
-                    keys=flat, args=self._script_args(keys)
+                values = await self._wire.evalsha(
+                    _READ_SCRIPT_SHA, _READ_SCRIPT, flat, self._script_args(keys)
                 )
+            elif self._async_script is not None:
+                flat = [k for view_keys in keys for k in view_keys]
+                values = await self._async_script(keys=flat, args=self._script_args(keys))
             else:
+                assert client is not None  # no wire in pipeline mode
                 async with client.pipeline(transaction=False) as pipe:
                     for view, view_keys in zip(self._views, keys, strict=True):
                         for key in view_keys:

@@ -35,6 +35,7 @@ from serving.features.redis_reader import (
     RedisFeatureReader,
     redis_client_from_connection_string,
 )
+from serving.features.redis_wire import RedisWire
 from serving.redis_guard import fail_fast_async_redis
 
 pytestmark = pytest.mark.integration
@@ -358,32 +359,59 @@ def async_client(connection_string: str = REDIS, timeout: float = 2.0) -> redis.
     return fail_fast_async_redis(f"redis://{host}:{port}/{db}", timeout_seconds=timeout)
 
 
+def wire_of(connection_string: str = REDIS, timeout: float = 2.0) -> RedisWire:
+    node, *params = connection_string.split(",")
+    host, port = node.rsplit(":", 1)
+    db = int(dict(p.split("=", 1) for p in params).get("db", 0))
+    return RedisWire(host, int(port), db=db, timeout_s=timeout)
+
+
 def aread_all(
-    env_project: str, mode: str, calls: list[tuple[str, list[str]]], views=VIEWS, **client_kw: Any
+    env_project: str,
+    mode: str,
+    calls: list[tuple[str, list[str]]],
+    views=VIEWS,
+    via: str = "asyncio",
+    **client_kw: Any,
 ) -> list[FeatureReadResult]:
-    """``aread`` of each (query, docs) in one event loop, the sync client unused."""
+    """``aread`` of each (query, docs) in one event loop, the sync client unused; ``via``
+    ``"wire"`` adds the reader's pipelined connection (used by the Lua mode)."""
 
     async def go() -> list[FeatureReadResult]:
         aclient = async_client(**client_kw)
+        wire = wire_of(**client_kw) if via == "wire" else None
         sync = redis.Redis(port=1)  # never contacted: aread must use the async client
         r = RedisFeatureReader(
-            sync, env_project, key_version=3, views=views, mode=mode, async_client=aclient
+            sync,
+            env_project,
+            key_version=3,
+            views=views,
+            mode=mode,
+            async_client=aclient,
+            wire=wire,
         )
         assert r.reads_async
         try:
             return [await r.aread(q, docs) for q, docs in calls]
         finally:
             await aclient.aclose()
+            if wire is not None:
+                await wire.aclose()
 
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_aread_returns_what_feast_returns_and_what_read_returns(feast_redis, redis_client, mode):
+VIAS = [("lua", "asyncio"), ("pipeline", "asyncio"), ("lua", "wire")]
+
+
+@pytest.mark.parametrize(("mode", "via"), VIAS)
+def test_aread_returns_what_feast_returns_and_what_read_returns(
+    feast_redis, redis_client, mode, via
+):
     views = (*VIEWS, QUERY_VIEW)
     docs = ["never-written-1", *feast_redis.docs, "never-written-2"]
     calls = [(QUERY, docs), (OTHER_QUERY, docs), (UNKNOWN_QUERY, docs), (QUERY, [])]
-    results = aread_all(feast_redis.project, mode, calls, views)
+    results = aread_all(feast_redis.project, mode, calls, views, via=via)
     sync_reader = reader(redis_client, feast_redis, mode, views)
     for (query_id, ids), result in zip(calls[:3], results[:3], strict=True):
         assert_same_as_feast(result, feast_expected(feast_redis, query_id, ids, views))
@@ -396,15 +424,17 @@ def test_aread_returns_what_feast_returns_and_what_read_returns(feast_redis, red
     assert results[3].missing == 0
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_aread_with_redis_down_raises_feature_store_unavailable(mode):
+@pytest.mark.parametrize(("mode", "via"), VIAS)
+def test_aread_with_redis_down_raises_feature_store_unavailable(mode, via):
     with pytest.raises(FeatureStoreUnavailable) as info:
-        aread_all("ltr", mode, [(QUERY, ["d1", "d2"])], connection_string="127.0.0.1:1,db=6")
+        aread_all(
+            "ltr", mode, [(QUERY, ["d1", "d2"])], via=via, connection_string="127.0.0.1:1,db=6"
+        )
     assert isinstance(info.value.__cause__, redis.ConnectionError | OSError)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_aread_from_a_redis_that_never_answers_times_out(mode):
+@pytest.mark.parametrize(("mode", "via"), VIAS)
+def test_aread_from_a_redis_that_never_answers_times_out(mode, via):
     with socket.socket() as silent:  # accepts connections (backlog), never replies
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -412,7 +442,12 @@ def test_aread_from_a_redis_that_never_answers_times_out(mode):
         t = time.perf_counter()
         with pytest.raises(FeatureStoreUnavailable) as info:
             aread_all(
-                "ltr", mode, [(QUERY, ["d1"])], connection_string=f"127.0.0.1:{port}", timeout=0.05
+                "ltr",
+                mode,
+                [(QUERY, ["d1"])],
+                via=via,
+                connection_string=f"127.0.0.1:{port}",
+                timeout=0.05,
             )
         waited = time.perf_counter() - t
     assert isinstance(info.value.__cause__, redis.TimeoutError)
