@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import uvloop
 from support.redis import PrivateRedis
 
 from serving.features.redis_wire import RedisWire
@@ -29,7 +30,26 @@ def server(tmp_path: Path) -> Iterator[PrivateRedis]:
     private.stop()
 
 
+@pytest.fixture(params=["asyncio", "uvloop"], autouse=True)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """Each test on the standard event loop and on uvloop (the service's, under uvicorn):
+    their transports differ."""
+    return str(request.param)
+
+
+LOOP: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _remember_loop(loop_kind: str) -> Iterator[None]:
+    LOOP["kind"] = loop_kind
+    yield
+    LOOP.clear()
+
+
 def run(coro):
+    if LOOP.get("kind") == "uvloop":
+        return uvloop.run(coro)
     return asyncio.run(coro)
 
 

@@ -138,3 +138,23 @@ def test_a_model_whose_estimated_inference_is_too_slow_is_scored_in_a_thread(sto
             assert runs.calls == threaded, limit_ms
             got = {d["doc_id"]: d["score"] for d in r.json()["ranked"]}
             assert got == pytest.approx(expected(store, docs, f0), rel=1e-6)
+
+
+def test_under_uvicorn_on_uvloop_the_loop_path_reads_redis_alike(store, features):
+    """uvicorn picks uvloop when it is installed (as in the service's image), whose
+    transports are not asyncio's classes: the event-loop read must work there too."""
+    import httpx
+    import uvloop  # noqa: F401  (installed: uvicorn's loop "auto" takes it)
+    from support.serving import LiveServer
+
+    store.serve("vfv")
+    docs, f0 = ["a", "b", "c", "d", "zz"], {"b": 1.5}
+    with (
+        LiveServer(make_settings(store, redis_url=REDIS_URL)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        for _ in range(3):  # the first connects, the others reuse the connection
+            r = http.post("/api/v1/rank", json=body(docs, f0))
+            assert r.status_code == 200, r.text
+            got = {d["doc_id"]: d["score"] for d in r.json()["ranked"]}
+            assert got == pytest.approx(expected(store, docs, f0), rel=1e-6)
