@@ -91,6 +91,10 @@ class Ticket:
 
     client: str
     heavy: bool = False
+    #: Set by a route whose work after the answer is bounded on its own (Redis writes
+    #: awaited with a timeout, no worker-thread step): the request's place in the gate is
+    #: given back once the answer is sent instead of after that work.
+    leave_when_answered: bool = False
 
 
 #: The ticket of the request being handled (set by :class:`serving.middleware.Admission`);

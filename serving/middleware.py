@@ -290,7 +290,9 @@ class Admission:
 
     Admission waits for the end of the body on purpose: a client that sends its body slowly
     holds a connection (until LTR_BODY_READ_TIMEOUT_S), never a place in the gate. An
-    admitted request keeps its place until its background tasks are done. The request's
+    admitted request keeps its place until its background tasks are done, unless its ticket
+    says that work is bounded on its own (``Ticket.leave_when_answered``): then until its
+    answer is sent. The request's
     :class:`~serving.fairness.Ticket` (client, heavy body or not) is in
     :data:`serving.fairness.current_ticket` for the gate's worker slots.
     """
@@ -309,6 +311,7 @@ class Admission:
         ticket.heavy = _content_length(scope) > gate.heavy_body_bytes
         token = current_ticket.set(ticket)
         admitted = False
+        left = False
         started = False
         received = 0
 
@@ -329,10 +332,19 @@ class Admission:
             return message
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, left
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
+            if (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and ticket.leave_when_answered
+                and admitted
+                and not left
+            ):
+                left = True
+                gate.leave(ticket)
 
         try:
             await self.app(scope, admitting_receive, tracking_send)
@@ -341,6 +353,6 @@ class Admission:
                 headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
                 await send_json(send, exc.status_code, {"detail": exc.detail}, headers)
         finally:
-            if admitted:
+            if admitted and not left:
                 gate.leave(ticket)
             current_ticket.reset(token)

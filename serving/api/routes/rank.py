@@ -19,6 +19,7 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Response
 
 from serving.api.deps import Gate, OffloadedJSONRoute, State
+from serving.fairness import current_ticket
 from serving.features.schema import MissingRequiredFeatures
 from serving.model_store import ModelNotAvailable
 from serving.schemas import (
@@ -154,6 +155,11 @@ async def rank(req: RankRequest, state: State, gate: Gate, background: Backgroun
         tel.requests.labels(endpoint="rank", status=str(status)).inc()
         raise HTTPException(status, detail) from None
     _defer(gate, background, outcome.background, outcome.abackground)
+    ticket = current_ticket.get()
+    if ticket is not None and not outcome.background:
+        # only Redis writes awaited with their timeout remain: the place is not needed
+        # to bound them, and holding it would turn answered requests into 503s
+        ticket.leave_when_answered = True
     response = _json(outcome.payload)
     elapsed = time.perf_counter() - t0
     tel.request_latency.labels(
