@@ -178,15 +178,7 @@ class EventLog:
                 return False
             raise RuntimeError("this event log has no async_client: call log_impression()")
         fields = self._impression(request_id, user_id, variant, model_version, query_id, doc_ids)
-        ok, _ = await self.guard.acall(
-            lambda: client.xadd(
-                stream,
-                dict(fields),  # type: ignore[arg-type]
-                maxlen=self.maxlen,
-                approximate=self.approximate_trim,
-            ),
-            None,
-        )
+        ok, _ = await self.guard.acall(lambda: client.xadd(stream, **self._trimmed(fields)), None)
         self._count(stream, ok)
         return ok
 
@@ -286,17 +278,13 @@ class EventLog:
         if client is None:
             self.dropped[stream] += 1
             return False
-        ok, _ = self.guard.call(
-            lambda: client.xadd(
-                stream,
-                dict(fields),  # type: ignore[arg-type]
-                maxlen=self.maxlen,
-                approximate=self.approximate_trim,
-            ),
-            None,
-        )
+        ok, _ = self.guard.call(lambda: client.xadd(stream, **self._trimmed(fields)), None)
         self._count(stream, ok)
         return ok
+
+    def _trimmed(self, fields: Mapping[str, str]) -> dict[str, Any]:
+        """``XADD`` arguments: the entry, and the stream's length cap (``MAXLEN ~``)."""
+        return {"fields": dict(fields), "maxlen": self.maxlen, "approximate": self.approximate_trim}
 
     def _count(self, stream: str, ok: bool) -> None:
         if ok:

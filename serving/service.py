@@ -6,9 +6,10 @@ exceptions and translated into HTTP answers by the routes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,35 +159,33 @@ class RankService:
         self.telemetry.errors.labels(kind="feature_store").inc()
         return FeaturesUnavailable("online feature store unavailable: read failed")
 
-    def _read(self, model: LoadedModel, req: RankRequest, doc_ids: list[str]) -> Any:
-        """The online features of ``req``'s candidates (None: the model has no views)."""
-        if not model.schema.views:
-            return None
-        reader = self._reader(model)
+    @contextlib.contextmanager
+    def _timed_read(self) -> Iterator[None]:
+        """Times a feature read; a failure feeds the breaker and becomes FeaturesUnavailable."""
         t = time.perf_counter()
         try:
-            result = reader.read(req.query_id, doc_ids)
+            yield
         except Exception as exc:
             raise self._read_failed(exc) from None
         finally:
             self._stage.labels(stage="features").observe(time.perf_counter() - t)
         self.feature_guard.record_success()
-        return result
+
+    def _read(self, model: LoadedModel, req: RankRequest, doc_ids: list[str]) -> Any:
+        """The online features of ``req``'s candidates (None: the model has no views)."""
+        if not model.schema.views:
+            return None
+        reader = self._reader(model)
+        with self._timed_read():
+            return reader.read(req.query_id, doc_ids)
 
     async def _aread(self, model: LoadedModel, req: RankRequest, doc_ids: list[str]) -> Any:
         """:meth:`_read` awaited on the event loop (the reader has ``aread``)."""
         if not model.schema.views:
             return None
         reader = self._reader(model)
-        t = time.perf_counter()
-        try:
-            result = await reader.aread(req.query_id, doc_ids)  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise self._read_failed(exc) from None
-        finally:
-            self._stage.labels(stage="features").observe(time.perf_counter() - t)
-        self.feature_guard.record_success()
-        return result
+        with self._timed_read():
+            return await reader.aread(req.query_id, doc_ids)  # type: ignore[attr-defined]
 
     def _score(self, model: LoadedModel, req: RankRequest) -> Scored:
         doc_ids = [c.doc_id for c in req.candidates]
