@@ -94,7 +94,7 @@ class RedisWire:
         self.username, self.password = username, password
         self.timeout_s = timeout_s
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting = asyncio.Lock()  # binds to the loop that first awaits it
         #: Connections made (the first one included).
         self.connects = 0
 
@@ -121,8 +121,6 @@ class RedisWire:
         protocol = self._protocol
         if protocol is not None and protocol.lost is None:
             return protocol
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
         async with self._connecting:
             protocol = self._protocol
             if protocol is not None and protocol.lost is None:

@@ -135,11 +135,19 @@ def _defer(
 ) -> None:
     """Run ``tasks`` after the answer, in one step of the gate's worker threads (one thread
     hop for the cache write, the impression log and shadow scoring together), and
-    ``atasks`` (Redis writes of a request answered on the loop) awaited on the loop."""
+    ``atasks`` (Redis writes of a request answered on the loop) awaited on the loop.
+
+    Without ``tasks`` the request gives its gate place back once answered: what remains
+    is Redis writes awaited with their timeout, bounded on their own, and holding the
+    place through them would turn answered requests into 503s under saturation."""
     if atasks:
         background.add_task(_await_each, list(atasks))
     if tasks:
         background.add_task(gate.run_after, _run_each, list(tasks))
+        return
+    ticket = current_ticket.get()
+    if ticket is not None:
+        ticket.leave_when_answered = True
 
 
 @router.post("/rank", response_model=RankResponse)
@@ -155,11 +163,6 @@ async def rank(req: RankRequest, state: State, gate: Gate, background: Backgroun
         tel.requests.labels(endpoint="rank", status=str(status)).inc()
         raise HTTPException(status, detail) from None
     _defer(gate, background, outcome.background, outcome.abackground)
-    ticket = current_ticket.get()
-    if ticket is not None and not outcome.background:
-        # only Redis writes awaited with their timeout remain: the place is not needed
-        # to bound them, and holding it would turn answered requests into 503s
-        ticket.leave_when_answered = True
     response = _json(outcome.payload)
     elapsed = time.perf_counter() - t0
     tel.request_latency.labels(
