@@ -91,6 +91,11 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return prev_le
 
 
+#: Standard errors by which a 4xx excess must pass the limit to stop a window early (one-sided
+#: 95 %); the verdict at the window's end takes the rates as measured.
+EARLY_STOP_Z = 1.645
+
+
 def judge(
     plan: PromotionPlan,
     requests: int,
@@ -100,6 +105,8 @@ def judge(
     *,
     client_errors: int = 0,
     champion_client_rate: float | None = None,
+    champion_requests: int | None = None,
+    noise_z: float = 0.0,
 ) -> tuple[Verdict, str]:
     """The verdict on a challenger's numbers over the observation window.
 
@@ -109,6 +116,12 @@ def judge(
     (``champion_client_rate``; without it, every 4xx is held against the challenger): an
     excess above ``max_error_rate`` rolls back (say, a feature the new model requires and
     the clients do not send). ``latency_ms`` covers every request, failures included.
+
+    ``noise_z`` > 0 (the early stop during the window) asks more of the 4xx excess: it must
+    pass ``max_error_rate`` by ``noise_z`` standard errors of the difference of the two
+    rates (from ``champion_requests``), so that twenty requests of each version with the
+    same refusal rate do not stop the rollout on chance; the verdict at the end of the
+    window compares the rates as they are.
     """
     if requests < plan.min_requests:
         return "insufficient_traffic", (
@@ -124,7 +137,13 @@ def judge(
         )
     c_rate = client_errors / requests
     base = champion_client_rate or 0.0
-    if c_rate - base > plan.max_error_rate:
+    noise = 0.0
+    if noise_z > 0:
+        variance = c_rate * (1 - c_rate) / requests
+        if champion_client_rate is not None and champion_requests:
+            variance += base * (1 - base) / champion_requests
+        noise = noise_z * math.sqrt(variance)
+    if c_rate - base > plan.max_error_rate + noise:
         vs = (
             f"the champion's {base:.2%}"
             if champion_client_rate is not None
@@ -334,6 +353,8 @@ def observe(
                 "p99",
                 client_errors=t.client_errors,
                 champion_client_rate=(champ or {}).get("client_error_rate"),
+                champion_requests=(champ or {}).get("requests"),
+                noise_z=EARLY_STOP_Z,
             )
             if verdict == "rollback":
                 early = True
