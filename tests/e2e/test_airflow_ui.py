@@ -261,7 +261,9 @@ def page(session_page: Any, airflow: Airflow, request: pytest.FixtureRequest) ->
 def open_trigger_form(page: Any, airflow: Airflow, dag_id: str) -> Any:
     page.goto(f"{airflow.base}/dags/{dag_id}")
     page.get_by_role("button", name="Trigger").first.click()
-    dialog = page.get_by_role("dialog")
+    # the form's dialog, not the date picker's popover (also role "dialog", kept in the page
+    # once opened)
+    dialog = page.get_by_role("dialog").filter(has_text="Trigger Dag")
     dialog.get_by_text("Trigger Dag").first.wait_for()
     return dialog
 
