@@ -354,15 +354,32 @@ def floor_ms(
     the same work done at the same pace.
 
     The model is the one the service's router picks for the request's user (canary split),
-    the reader the service's (``RedisFeatureReader``, Lua), the session the service's
-    (``load_version``: one thread, no spinning). No HTTP, no JSON, no pydantic.
+    the read the one a 100-candidate request takes in the service (``RedisFeatureReader
+    .aread`` through a ``RedisWire`` on an event loop: the HGETs pipelined in one write),
+    the session the service's (``load_version``: one thread, no spinning). No HTTP, no
+    JSON, no pydantic. The loop is uvloop's, like the service's.
     """
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_floor(models, redis_url, project, requests, passes, rate))
+
+
+async def _floor(
+    models: Path,
+    redis_url: str,
+    project: str,
+    requests: list[dict[str, Any]],
+    passes: int,
+    rate: float | None,
+) -> np.ndarray:
     from ltr.features.store import redis_connection_string
     from serving.features.redis_reader import (
         FeatureViewSpec,
         RedisFeatureReader,
         redis_client_from_connection_string,
     )
+    from serving.features.redis_wire import RedisWire
     from serving.features.schema import assemble
     from serving.model_store import ModelStore
 
@@ -372,6 +389,9 @@ def floor_ms(
     client = redis_client_from_connection_string(
         redis_connection_string(redis_url), socket_timeout=2.0, socket_connect_timeout=2.0
     )
+    wire = RedisWire.from_url(redis_url, timeout_s=2.0)
+    if wire is None:
+        raise ValueError(f"the floor needs a plain redis:// URL, got {redis_url!r}")
     readers = {}
     for version, model in snap.models.items():
         declared = model.metadata.get("feature_views") or {}
@@ -381,35 +401,38 @@ def floor_ms(
             )
             for vc in model.schema.views
         ]
-        readers[version] = RedisFeatureReader(client, project, key_version=3, views=specs)
+        readers[version] = RedisFeatureReader(
+            client, project, key_version=3, views=specs, wire=wire
+        )
     work = []
     for body in requests:
         model = snap.get(snap.router.decide(body["user_id"], "floor").version)
         doc_ids = [c["doc_id"] for c in body["candidates"]]
         work.append((readers[model.version], model, body["query_id"], doc_ids))
 
-    def one(reader: Any, model: Any, query_id: str, doc_ids: list[str]) -> None:
-        result = reader.read(query_id, doc_ids)
+    async def one(reader: Any, model: Any, query_id: str, doc_ids: list[str]) -> None:
+        result = await reader.aread(query_id, doc_ids)
         x, _ = assemble(model.schema, doc_ids, [None] * len(doc_ids), result.vectors, result.found)
         np.argsort(-model.score(x), kind="stable")
 
     for item in work[:50]:  # warm-up
-        one(*item)
+        await one(*item)
     times = []
     if rate is not None:
         start = time.perf_counter()
         for i, item in enumerate(work):
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
-                time.sleep(delay)
+                await asyncio.sleep(delay)
             t = time.perf_counter()
-            one(*item)
+            await one(*item)
             times.append(time.perf_counter() - t)
     for _ in range(passes if rate is None else 0):
         for item in work:
             t = time.perf_counter()
-            one(*item)
+            await one(*item)
             times.append(time.perf_counter() - t)
+    await wire.aclose()
     client.close()
     return np.asarray(times) * 1e3
 

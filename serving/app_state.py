@@ -58,7 +58,7 @@ class AppState:
     #: requests await their reads on the event loop (``RankService.rank_async``).
     redis_async: AsyncRedis | None = None
     async_clients: list[Any] = field(default_factory=list)
-    #: One pipelined connection for the feature store's Lua read on the event loop (plain
+    #: One pipelined connection for the feature store's HGET read on the event loop (plain
     #: ``redis://`` URLs; others read through ``redis_async``).
     redis_wire: RedisWire | None = None
 

@@ -375,7 +375,7 @@ def aread_all(
     **client_kw: Any,
 ) -> list[FeatureReadResult]:
     """``aread`` of each (query, docs) in one event loop, the sync client unused; ``via``
-    ``"wire"`` adds the reader's pipelined connection (used by the Lua mode)."""
+    ``"wire"`` adds the reader's pipelined connection (pipelined HGETs in either mode)."""
 
     async def go() -> list[FeatureReadResult]:
         aclient = async_client(**client_kw)
@@ -401,7 +401,7 @@ def aread_all(
     return asyncio.run(go())
 
 
-VIAS = [("lua", "asyncio"), ("pipeline", "asyncio"), ("lua", "wire")]
+VIAS = [("lua", "asyncio"), ("pipeline", "asyncio"), ("lua", "wire"), ("pipeline", "wire")]
 
 
 @pytest.mark.parametrize(("mode", "via"), VIAS)

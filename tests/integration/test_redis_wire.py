@@ -1,5 +1,5 @@
 """``RedisWire``: the pipelined event-loop connection of the feature read, against a real
-redis-server of the test's own (AUTH, SELECT, pipelining, NOSCRIPT, error replies, a server
+redis-server of the test's own (AUTH, SELECT, pipelining, packed pipelines, error replies, a server
 that stops, restarts or never answers)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import hiredis
 import pytest
 import redis
 import uvloop
@@ -18,8 +19,6 @@ from support.redis import PrivateRedis
 from serving.features.redis_wire import RedisWire
 
 pytestmark = pytest.mark.integration
-
-SCRIPT = "return {KEYS[1], ARGV[1]}"
 
 
 @pytest.fixture
@@ -117,26 +116,62 @@ def test_error_replies_raise_and_the_connection_stays_usable(server):
     assert run(go()) == (b"PONG", 1)
 
 
-def test_evalsha_falls_back_to_eval_when_redis_lost_the_script(server):
-    import hashlib
+def packed(*commands: tuple[object, ...]) -> bytes:
+    return b"".join(hiredis.pack_command(c) for c in commands)
 
-    sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+def test_a_packed_pipeline_gets_its_replies_in_order_among_other_commands(server):
+    """Batches of thousands of replies (several socket reads each) and single commands in
+    flight together on the one connection: each caller gets exactly its own replies."""
     sync = redis.Redis.from_url(server.url)
+    big = "x" * 4000  # 2,000 of these span many reads
+    sync.mset({f"k{i}": f"{big}{i}" for i in range(2000)})
+
+    async def go():
+        wire = RedisWire.from_url(server.url, timeout_s=5.0)
+        assert wire is not None
+        try:
+            batches = [
+                wire.pipeline(packed(*((b"GET", f"k{i}") for i in range(lo, lo + 1000))), 1000)
+                for lo in (0, 500, 1000)
+            ]
+            singles = [wire.call(b"GET", f"k{i}") for i in (7, 1999)]
+            missing = wire.pipeline(packed((b"GET", b"nope"), (b"EXISTS", b"k1")), 2)
+            out = await asyncio.gather(*batches, *singles, missing)
+            return out, wire.connects
+        finally:
+            await wire.aclose()
+
+    (a, b, c, s7, s1999, missing), connects = run(go())
+    value = [f"{big}{i}".encode() for i in range(2000)]
+    assert (a, b, c) == (value[:1000], value[500:1500], value[1000:2000])
+    assert (s7, s1999) == (value[7], value[1999])
+    assert missing == [None, 1]
+    assert connects == 1
+
+
+def test_an_error_reply_inside_a_pipeline_raises_after_the_rest_is_read(server):
+    sync = redis.Redis.from_url(server.url)
+    sync.set("plain", "v")
+    sync.hset("h", "f", "1")
 
     async def go():
         wire = RedisWire.from_url(server.url, timeout_s=2.0)
         assert wire is not None
         try:
-            first = await wire.evalsha(sha, SCRIPT, [b"a"], [b"1"])  # never loaded: EVAL
-            cached = sync.script_exists(sha)[0]
-            second = await wire.evalsha(sha, SCRIPT, [b"b"], [b"2"])  # cached by the EVAL
-            sync.script_flush()
-            third = await wire.evalsha(sha, SCRIPT, [b"c"], [b"3"])
-            return first, cached, second, third
+            # the middle HGET hits a string: WRONGTYPE; the two after it still answer
+            cmds = packed((b"HGET", b"h", b"f"), (b"HGET", b"plain", b"f"), (b"GET", b"plain"))
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                await wire.pipeline(cmds, 3)
+            # the stream is in step: the next commands get their own replies
+            after = await asyncio.gather(wire.call(b"GET", b"plain"), wire.call(b"PING"))
+            return after, wire.connects
         finally:
             await wire.aclose()
 
-    assert run(go()) == ([b"a", b"1"], True, [b"b", b"2"], [b"c", b"3"])
+    assert run(go()) == ([b"v", b"PONG"], 1)
+    with pytest.raises(ValueError):
+        run(RedisWire("127.0.0.1", server.port).pipeline(b"", 0))
 
 
 def test_a_stopped_server_is_a_connection_error_and_a_restarted_one_is_reconnected(server):
@@ -169,6 +204,7 @@ def test_a_server_that_never_answers_times_out_and_the_next_call_connects_again(
             try:
                 t = time.perf_counter()
                 calls = [wire.call(b"GET", f"k{i}") for i in range(5)]
+                calls.append(wire.pipeline(packed((b"GET", b"a"), (b"GET", b"b")), 2))
                 results = await asyncio.gather(*calls, return_exceptions=True)
                 waited = time.perf_counter() - t
                 with pytest.raises(redis.TimeoutError):
