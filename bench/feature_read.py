@@ -12,6 +12,12 @@ interleaved rounds on the same keys and prints p50/p99 and the speed-up. Variant
 features (40 + 6) and 136 features (130 + 6). The bench's keys are removed from Redis
 afterwards.
 
+Redis readers: the blocking client's two modes (one ``EVALSHA``; a redis-py pipeline of
+``HGET``) and the event loop's read (``aread`` through a ``RedisWire``: the same ``HGET``s
+packed in one write, timed with one ``run_until_complete`` step of a uvloop loop around
+each call). When Redis runs on this machine, each one's Redis CPU per read is also printed
+(the server process's CPU time over 2,000 reads).
+
 Target (DESIGN.md): each store's default reader (Redis: Lua; SQLite: one query per view)
 >= 10x faster at p50 than ``FeatureStore.get_online_features`` on the same store, timed in
 the same run, with identical values (a difference stops the run before timing). Exits 1
@@ -48,6 +54,8 @@ from serving.features.sqlite_reader import SqliteFeatureReader
 QUERY = "q-bench"
 BASELINE = "FeatureStore.get_online_features().to_dict()"
 DEFAULT_READER = "RedisFeatureReader.read, lua (default)"
+WIRE_READER = "RedisFeatureReader.aread, RedisWire"
+CPU_READS = 2000  # reads per reader when measuring Redis's CPU time
 SQLITE_READER = "SqliteFeatureReader.read (default)"
 SQLITE_STORE = "ltr.features.online_store.LtrSqliteOnlineStore"
 STORES = ("redis", "sqlite")
@@ -225,17 +233,76 @@ def time_checked(
     return time_rounds(methods, rounds, per_round)
 
 
+class LoopReader:
+    """``aread`` of a reader with a ``RedisWire``, called like ``read``: one step of its own
+    uvloop loop per call (the service awaits it on uvicorn's loop instead)."""
+
+    def __init__(self, client: Any, redis_conn: str, project: str, views: Any) -> None:
+        import asyncio
+
+        import uvloop
+
+        from serving.features.redis_wire import RedisWire
+
+        node, *params = redis_conn.split(",")
+        host, port = node.rsplit(":", 1)
+        options = dict(p.split("=", 1) for p in params)
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.wire = RedisWire(
+            host, int(port), db=int(options.get("db", 0)), password=options.get("password")
+        )
+        self.wire.timeout_s = 2.0
+        self.reader = RedisFeatureReader(
+            client, project, key_version=3, views=views, wire=self.wire
+        )
+
+    def read(self, query_id: str, doc_ids: list[str]) -> FeatureReadResult:
+        return self.loop.run_until_complete(self.reader.aread(query_id, doc_ids))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.wire.aclose())
+        self.loop.close()
+
+
+def redis_cpu_us(pid: int | None, read: Callable[[], object], reads: int) -> float:
+    """Redis's CPU microseconds per call of ``read`` (NaN when Redis is not local)."""
+    if pid is None:
+        return float("nan")
+    import psutil
+
+    try:
+        server = psutil.Process(pid)
+        before = sum(server.cpu_times()[:2])
+        for _ in range(reads):
+            read()
+        return float((sum(server.cpu_times()[:2]) - before) / reads * 1e6)
+    except psutil.Error:
+        return float("nan")
+
+
+def local_redis_pid(client: Any, redis_conn: str) -> int | None:
+    """The Redis server's process id when it listens on this machine's loopback."""
+    if not redis_conn.startswith(("127.0.0.1:", "localhost:")):
+        return None
+    info: dict[str, Any] = client.info("server")
+    return int(info["process_id"])
+
+
 def run_redis_variant(
     client: Any, redis_conn: str, root: Path, dims: tuple[int, int], docs: list[str], rounds: int
-) -> dict[str, np.ndarray]:
-    """Build, check and time one variant; its keys are removed from Redis afterwards."""
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Build, check and time one variant (and Redis's CPU per read of each fast reader);
+    its keys are removed from Redis afterwards."""
     from serving.features.sdk_reader import SdkFeatureReader
 
     project = f"ltrbench_{uuid.uuid4().hex[:8]}"
+    wire = None
     try:
         online = f'  type: redis\n  connection_string: "{redis_conn}"\n'
         store = build_store(root, project, online, dims, docs)
         views = view_specs(dims)
+        wire = LoopReader(client, redis_conn, project, views)
         readers = {
             "SdkFeatureReader.read (Feast + arrays)": SdkFeatureReader(store, views),
             "RedisFeatureReader.read, pipeline": RedisFeatureReader(
@@ -244,9 +311,18 @@ def run_redis_variant(
             DEFAULT_READER: RedisFeatureReader(
                 client, project, key_version=3, views=views, mode="lua"
             ),
+            WIRE_READER: wire,
         }
-        return time_checked(feast_baseline(store, views, docs), views, readers, docs, rounds)
+        ms = time_checked(feast_baseline(store, views, docs), views, readers, docs, rounds)
+        pid = local_redis_pid(client, redis_conn)
+        cpu = {
+            name: redis_cpu_us(pid, functools.partial(reader.read, QUERY, docs), CPU_READS)
+            for name, reader in list(readers.items())[1:]
+        }
+        return ms, cpu
     finally:
+        if wire is not None:
+            wire.close()
         keys = list(client.scan_iter(match=f"*{project}".encode(), count=1000))
         if keys:
             client.delete(*keys)
@@ -354,8 +430,14 @@ def main(argv: list[str] | None = None) -> int:
                 root = Path(tmp) / store / variant
                 label = f"{variant} ({dims[0]}+{dims[1]})"
                 if store == "redis":
-                    ms = run_redis_variant(client, args.redis, root, dims, docs, args.rounds)
+                    ms, cpu = run_redis_variant(client, args.redis, root, dims, docs, args.rounds)
                     report(store, label, ms, DEFAULT_READER, speedups)
+                    print(
+                        f"{'':>18}  Redis CPU per read ({CPU_READS} reads each): "
+                        + ", ".join(
+                            f"{name.split('.', 1)[1]} {us:.0f} us" for name, us in cpu.items()
+                        )
+                    )
                 else:
                     ms = run_sqlite_variant(root, dims, docs, args.rounds)
                     report(store, label, ms, SQLITE_READER, speedups)

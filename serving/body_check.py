@@ -34,7 +34,8 @@ from serving.schemas import BodyLimits, BodyRejected, InvalidBody
 log = logging.getLogger(__name__)
 
 Parser = Callable[[bytes, BodyLimits], BaseModel]
-#: What the helper process returns: ("ok", model) | ("413", detail) | ("422", errors, omitted).
+#: What the helper process returns: ("ok", model) | ("413", detail)
+#: | ("422", errors, omitted, complete).
 Verdict = tuple[Any, ...]
 
 NICE_INCREMENT = 10
@@ -61,7 +62,7 @@ def check_body(parser: Parser, raw: bytes, limits: BodyLimits) -> Verdict:
     except BodyRejected as exc:
         return ("413", str(exc))
     except InvalidBody as exc:
-        return ("422", exc.errors, exc.omitted)
+        return ("422", exc.errors, exc.omitted, exc.complete)
 
 
 def raise_verdict(verdict: Verdict) -> BaseModel:
@@ -74,7 +75,7 @@ def raise_verdict(verdict: Verdict) -> BaseModel:
     if kind == "413":
         raise BodyRejected(verdict[1])
     if kind == "422":
-        raise InvalidBody(list(verdict[1]), int(verdict[2]))
+        raise InvalidBody(list(verdict[1]), int(verdict[2]), bool(verdict[3]))
     raise RuntimeError(f"unknown body-check verdict {kind!r}")
 
 

@@ -63,10 +63,14 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """422 naming each bad field, at most MAX_REPORTED_ERRORS of them (``errors_omitted``
-        counts the rest); the offending input is never echoed back (it may be huge, or a NaN
-        that JSON cannot carry), and long names in a location are cut short."""
+        counts the other errors found; ``errors_complete`` is false when validation stopped
+        at the item that filled the list, so more may follow); the offending input is never
+        echoed back (it may be huge, or a NaN that JSON cannot carry), and long names in a
+        location are cut short."""
         all_errors = exc.errors()
-        omitted = exc.omitted if isinstance(exc, TruncatedValidationError) else 0
+        truncated = isinstance(exc, TruncatedValidationError)
+        omitted = exc.omitted if truncated else 0
+        complete = exc.complete if truncated else True
         omitted += max(0, len(all_errors) - MAX_REPORTED_ERRORS)
         errors = [_error_entry(err) for err in all_errors[:MAX_REPORTED_ERRORS]]
         state = getattr(request.app.state, "ltr", None)
@@ -74,7 +78,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             state.telemetry.errors.labels(kind="validation").inc()
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(first['loc'])}: {first['msg']}"
-        payload = {"detail": detail, "errors": errors, "errors_omitted": omitted}
+        payload = {
+            "detail": detail,
+            "errors": errors,
+            "errors_omitted": omitted,
+            "errors_complete": complete,
+        }
         return JSONResponse(payload, status_code=422)
 
     gate = RequestGate(

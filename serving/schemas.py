@@ -192,12 +192,18 @@ class BodyRejected(ValueError):
 class InvalidBody(ValueError):
     """The body is not JSON or does not validate: ``errors`` are pydantic-style dicts
     (``type``, ``loc`` starting with ``"body"``, ``msg``; never the input), the first
-    :data:`MAX_REPORTED_ERRORS` in field order, and ``omitted`` counts the others."""
+    :data:`MAX_REPORTED_ERRORS` in field order, and ``omitted`` counts the other errors
+    found. ``complete`` is False when validation stopped early: a list's items are
+    validated up to the one that brings the errors to :data:`MAX_REPORTED_ERRORS`, so
+    that a body of 100,000 bad values costs the validation of a few, and the items after it
+    may hold more errors than ``omitted`` counts."""
 
-    def __init__(self, errors: list[dict[str, Any]], omitted: int) -> None:
-        super().__init__(f"{len(errors) + omitted} validation error(s)")
+    def __init__(self, errors: list[dict[str, Any]], omitted: int, complete: bool = True) -> None:
+        more = "" if complete else " at least"
+        super().__init__(f"{len(errors) + omitted}{more} validation error(s)")
         self.errors = errors
         self.omitted = omitted
+        self.complete = complete
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,12 @@ class _Errors:
     keep: int = MAX_REPORTED_ERRORS
     kept: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
+    #: True once items of a list were left unvalidated (``keep`` errors were found)
+    stopped: bool = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.kept) >= self.keep
 
     def add(self, errors: Iterable[Any], loc: Loc, skip: Loc | None = None) -> None:
         for err in errors:
@@ -239,6 +251,7 @@ class _Errors:
             if len(self.kept) < self.keep:
                 self.kept.append(err)
         self.total += sum(part.total for part in parts)
+        self.stopped = self.stopped or any(part.stopped for part in parts)
 
 
 def load_json(raw: bytes) -> Any:
@@ -293,7 +306,8 @@ def _validate_listed(
 ) -> M | None:
     """Validate ``data`` as ``model`` whose list field ``name`` is validated item by item:
     no single pydantic call works through a whole large body (each call holds the GIL, and
-    the event loop needs it to answer /health)."""
+    the event loop needs it to answer /health). The walk stops at the item whose errors
+    fill the reported list (``errors.stopped``): the rest could add to the count only."""
     items = data.get(name) if isinstance(data, dict) else None
     if not isinstance(items, list):
         return _validate(model, data, errors, loc)
@@ -303,6 +317,9 @@ def _validate_listed(
         checked = item(value, item_errors, (*loc, name, i))
         if checked is not None:
             valid.append(checked)
+        elif item_errors.full and i + 1 < len(items):
+            item_errors.stopped = True
+            break
     # Without its bad items, the list's own checks (length, duplicates) would mislead.
     skip = (*loc, name) if item_errors.total else None
     result = _validate(model, {**data, name: valid}, own, loc, skip)
@@ -324,7 +341,7 @@ def _click(value: Any, errors: _Errors, loc: Loc) -> Click | None:
 
 def _finish(result: M | None, errors: _Errors) -> M:
     if result is None or errors.total:
-        raise InvalidBody(errors.kept, errors.total - len(errors.kept))
+        raise InvalidBody(errors.kept, errors.total - len(errors.kept), not errors.stopped)
     return result
 
 

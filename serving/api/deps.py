@@ -66,11 +66,13 @@ Admin = Annotated[None, Depends(require_api_key)]
 
 # ----------------------------------------------------------------- bodies off the loop
 class TruncatedValidationError(RequestValidationError):
-    """A 422 whose error list was cut to the first few; ``omitted`` counts the others."""
+    """A 422 whose error list was cut to the first few; ``omitted`` counts the others found,
+    ``complete`` is False when validation stopped before the end of the body."""
 
-    def __init__(self, errors: list[dict[str, Any]], omitted: int) -> None:
+    def __init__(self, errors: list[dict[str, Any]], omitted: int, complete: bool = True) -> None:
         super().__init__(errors)
         self.omitted = omitted
+        self.complete = complete
 
 
 class _ParsedRequest(Request):
@@ -154,7 +156,7 @@ class OffloadedJSONRoute(APIRoute):
                 state.telemetry.requests.labels(endpoint=endpoint, status="413").inc()
                 raise HTTPException(413, str(exc)) from None
             except InvalidBody as exc:
-                raise TruncatedValidationError(exc.errors, exc.omitted) from None
+                raise TruncatedValidationError(exc.errors, exc.omitted, exc.complete) from None
             return await handler(_ParsedRequest(request, raw, value))
 
         return route_handler

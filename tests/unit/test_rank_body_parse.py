@@ -77,7 +77,7 @@ def outcome(parse: Any, raw: bytes) -> tuple[str, Any]:
     try:
         return "ok", parse(raw).model_dump()
     except InvalidBody as exc:
-        return "422", (exc.errors, exc.omitted)
+        return "422", (exc.errors, exc.omitted, exc.complete)
     except BodyRejected as exc:
         return "413", str(exc)
 
@@ -103,3 +103,58 @@ def test_one_call_and_the_item_walk_agree_on_every_small_body(data: dict[str, An
 def test_valid_small_bodies_give_the_same_model(data):
     raw = json.dumps(data).encode()
     assert parse_rank_request(raw, LIMITS) == walked(raw)
+
+
+def walked_to_the_end(raw: bytes) -> InvalidBody | None:
+    """The item walk with its early stop disabled: every item validated, every error
+    counted (the reference of the early stop)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_Errors, "full", property(lambda self: False))
+        try:
+            walked(raw)
+        except InvalidBody as exc:
+            return exc
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(body)
+def test_stopping_at_the_tenth_error_reports_the_errors_a_full_walk_reports_first(data):
+    raw = json.dumps(data).encode()
+    try:
+        walked(raw)
+        early = None
+    except InvalidBody as exc:
+        early = exc
+    full = walked_to_the_end(raw)
+    assert (early is None) == (full is None)
+    if early is None or full is None:
+        return
+    assert early.errors == full.errors  # the same first ten, in the same order
+    assert full.complete
+    assert len(early.errors) + early.omitted <= len(full.errors) + full.omitted
+    if early.complete:
+        assert early.omitted == full.omitted
+
+
+def test_a_body_of_a_thousand_bad_candidates_is_walked_only_to_the_tenth_error():
+    bad = {"doc_id": "d", "features": {f"f{j}": "x" for j in range(4)}}
+    data = {"query_id": "q", "candidates": [{**bad, "doc_id": f"d{i}"} for i in range(1000)]}
+    limits = BodyLimits(
+        max_candidates=1000, max_features_per_candidate=4, max_batch=8, max_clicks=8
+    )
+    with pytest.raises(InvalidBody) as info:
+        parse_rank_request(json.dumps(data).encode(), limits)
+    # candidates 0-2 hold errors 1-12: the walk stops after the third of 1000
+    assert (len(info.value.errors), info.value.omitted, info.value.complete) == (10, 2, False)
+    assert [e["loc"][2] for e in info.value.errors] == [0] * 4 + [1] * 4 + [2] * 2
+    full = walked_to_the_end(json.dumps(data).encode())
+    assert full is not None and (full.omitted, full.complete) == (4000 - 10, True)
+
+
+def test_a_walk_whose_last_item_fills_the_list_is_complete():
+    bad = {"doc_id": "d", "features": {f"f{j}": "x" for j in range(4)}}
+    data = {"query_id": "q", "candidates": [{**bad, "doc_id": f"d{i}"} for i in range(3)]}
+    with pytest.raises(InvalidBody) as info:
+        walked(json.dumps(data).encode())
+    assert (info.value.omitted, info.value.complete) == (2, True)
