@@ -174,6 +174,30 @@ def test_an_error_reply_inside_a_pipeline_raises_after_the_rest_is_read(server):
         run(RedisWire("127.0.0.1", server.port).pipeline(b"", 0))
 
 
+def test_a_cancelled_pipeline_leaves_its_replies_to_no_one_else(server):
+    """A caller that goes away (its request cancelled) while its replies are in flight: the
+    replies are read and dropped, and the commands sent after it get their own."""
+    sync = redis.Redis.from_url(server.url)
+    sync.mset({f"k{i}": f"v{i}" for i in range(500)})
+
+    async def go():
+        wire = RedisWire.from_url(server.url, timeout_s=2.0)
+        assert wire is not None
+        try:
+            assert await wire.call(b"PING") == b"PONG"  # connected: a send is immediate
+            gone = asyncio.ensure_future(
+                wire.pipeline(packed(*((b"GET", f"k{i}") for i in range(500))), 500)
+            )
+            await asyncio.sleep(0)  # sent
+            after = asyncio.gather(wire.call(b"GET", b"k7"), wire.pipeline(packed((b"PING",)), 1))
+            gone.cancel()
+            return await after, gone.cancelled(), wire.connects
+        finally:
+            await wire.aclose()
+
+    assert run(go()) == ([b"v7", [b"PONG"]], True, 1)
+
+
 def test_a_stopped_server_is_a_connection_error_and_a_restarted_one_is_reconnected(server):
     async def go():
         wire = RedisWire.from_url(server.url, timeout_s=2.0)
