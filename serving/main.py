@@ -68,9 +68,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         echoed back (it may be huge, or a NaN that JSON cannot carry), and long names in a
         location are cut short."""
         all_errors = exc.errors()
-        truncated = isinstance(exc, TruncatedValidationError)
-        omitted = exc.omitted if truncated else 0
-        complete = exc.complete if truncated else True
+        omitted, complete = 0, True
+        if isinstance(exc, TruncatedValidationError):
+            omitted, complete = exc.omitted, exc.complete
         omitted += max(0, len(all_errors) - MAX_REPORTED_ERRORS)
         errors = [_error_entry(err) for err in all_errors[:MAX_REPORTED_ERRORS]]
         state = getattr(request.app.state, "ltr", None)

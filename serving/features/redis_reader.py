@@ -2,11 +2,13 @@
 
 No Feast, no protobuf: keys and hash fields come from :mod:`serving.features.feast_layout`,
 all keys of all views go out in one round trip, and each view's values decode with one
-``np.frombuffer``. The blocking client (worker threads) sends one ``EVALSHA`` of a small
-read-only Lua script, or a non-transactional pipeline of ``HGET``; on the event loop
-(:meth:`RedisFeatureReader.aread` with a :class:`RedisWire`) the same ``HGET``s go out packed
-in one write, which costs Redis about half the CPU of the Lua read. Values equal
-``FeatureStore.get_online_features`` on the same keys (``tests/integration/test_redis_reader.py``).
+``np.frombuffer``. By default the round trip is one ``HGET`` per key, packed in RESP here and
+written at once: on a pooled connection of the blocking client (worker threads), or through
+a :class:`RedisWire` on the event loop (:meth:`RedisFeatureReader.aread`). It costs Redis
+about half the CPU of the same reads in one ``EVALSHA`` of a small Lua script (the other
+mode, ``"lua"``), and lets Redis serve other clients between a large request's reads.
+Values equal ``FeatureStore.get_online_features`` on the same keys
+(``tests/integration/test_redis_reader.py``).
 """
 
 from __future__ import annotations
@@ -200,11 +202,12 @@ class RedisFeatureReader:
     """Reads ``views`` for ``(query_id, doc_id)`` candidates in one round trip.
 
     ``client`` must return bytes (``decode_responses=False``); give it small socket timeouts
-    and no retry backoff (see :func:`redis_client_from_connection_string`). ``mode="lua"``
-    sends one ``EVALSHA`` (fastest on one node; not for Redis Cluster, whose keys span
-    slots), ``"pipeline"`` one pipeline of ``HGET`` (redis-py builds each command in Python:
-    slower than Lua on the client). ``aread`` through a ``wire`` sends the ``HGET``s packed
-    here in one write, whatever the mode.
+    and no retry backoff (see :func:`redis_client_from_connection_string`). ``mode``
+    ``"pipeline"`` (default) writes one ``HGET`` per key, packed here, in one write;
+    ``"lua"`` sends one ``EVALSHA`` (twice the Redis CPU; neither mode is for Redis Cluster,
+    whose keys span slots). ``aread`` through a ``wire`` sends the packed ``HGET``s whatever
+    the mode; ``aread`` on ``redis.asyncio`` follows the mode (its pipeline builds each
+    command in Python).
     """
 
     def __init__(
@@ -214,7 +217,7 @@ class RedisFeatureReader:
         *,
         key_version: int,
         views: Sequence[FeatureViewSpec],
-        mode: ReadMode = "lua",
+        mode: ReadMode = "pipeline",
         async_client: redis.asyncio.Redis | None = None,
         wire: RedisWire | None = None,
     ) -> None:
@@ -291,14 +294,25 @@ class RedisFeatureReader:
             if self._script is not None:
                 reply: list[bytes | None] = self._script(keys=flat, args=self._script_args(keys))
                 return reply
-            with self._client.pipeline(transaction=False) as pipe:
-                for view, view_keys in zip(self._views, keys, strict=True):
-                    for key in view_keys:
-                        pipe.hget(key, view.field)  # type: ignore[arg-type]  # bytes are fine
-                replies: list[bytes | None] = pipe.execute()
-                return replies
+            return self._fetch_packed(self._hget_commands(keys), len(flat))
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreUnavailable(f"Redis online store read failed: {exc}") from exc
+
+    def _fetch_packed(self, payload: bytes, count: int) -> list[bytes | None]:
+        """Write ``count`` packed commands on one pooled connection, read their replies.
+
+        A connection left with replies unread (an error reply, a timeout) is closed before
+        it goes back to the pool, so the next read cannot take another's replies."""
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+        try:
+            conn.send_packed_command([payload])
+            return [conn.read_response() for _ in range(count)]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def read(self, query_id: str, doc_ids: Sequence[str]) -> FeatureReadResult:
         """Vectors of every view for each candidate, in ``doc_ids`` order.

@@ -314,6 +314,27 @@ def test_a_value_of_the_wrong_dimension_is_counted_invalid_not_raised(
     assert result.missing == 1 + 1  # bad-doc in both views
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_error_reply_among_the_reads_is_unavailable_and_the_next_read_is_clean(
+    feast_redis, redis_client, mode
+):
+    """A key of the wrong type (HGET answers WRONGTYPE) in the middle of a request: the read
+    fails as unavailable, and the connection it used does not hand its unread replies to the
+    next read (each mode, one pooled connection reused)."""
+    key = redis_key(feast_redis.project, ["doc_id"], ["string-doc"], 3)
+    redis_client.set(key, b"not a hash")
+    r = reader(redis_client, feast_redis, mode)
+    docs = [*feast_redis.docs[:2], "string-doc", *feast_redis.docs[2:]]
+    try:
+        for _ in range(3):
+            with pytest.raises(FeatureStoreUnavailable, match="WRONGTYPE"):
+                r.read(QUERY, docs)
+            result = r.read(OTHER_QUERY, feast_redis.docs)
+            assert_same_as_feast(result, feast_expected(feast_redis, OTHER_QUERY, feast_redis.docs))
+    finally:
+        redis_client.delete(key)
+
+
 # --- the SDK reader ------------------------------------------------------------------------------
 
 
