@@ -8,7 +8,7 @@ This connection writes a request's commands, packed in RESP by the caller, in on
 them all. Several requests' commands are in flight at once (Redis answers in order).
 
 Pipelined ``HGET`` costs Redis about half the CPU of the same reads in one Lua script
-(``EVALSHA``, the blocking client's read), and lets Redis serve other clients between them
+(``EVALSHA``, the reader's other mode), and lets Redis serve other clients between them
 instead of running 200 reads as one step.
 
 Failures raise redis-py's own exceptions, so callers treat both clients alike: a refused or
