@@ -250,9 +250,12 @@ class LoopReader:
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.wire = RedisWire(
-            host, int(port), db=int(options.get("db", 0)), password=options.get("password")
+            host,
+            int(port),
+            db=int(options.get("db", 0)),
+            password=options.get("password"),
+            timeout_s=2.0,
         )
-        self.wire.timeout_s = 2.0
         self.reader = RedisFeatureReader(
             client, project, key_version=3, views=views, wire=self.wire
         )

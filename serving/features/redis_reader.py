@@ -13,7 +13,6 @@ Values equal ``FeatureStore.get_online_features`` on the same keys
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -70,7 +69,6 @@ return out
 """
 #: One ``HGET`` in RESP, to be filled with (key length, key, CRLF + field argument).
 _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s%s"
-_READ_SCRIPT_SHA = hashlib.sha1(_READ_SCRIPT.encode()).hexdigest()  # what Redis names it
 
 
 @dataclass(frozen=True)
@@ -134,11 +132,8 @@ class _ViewLayout:
     # query segment goes into head or tail (by Feast's key order) once per request.
     prefix: bytes
     query_before_doc: bool = False
-
-    @property
-    def field_arg(self) -> bytes:
-        """The hash field as the last argument of a RESP command."""
-        return b"$%d\r\n%s\r\n" % (len(self.field), self.field)
+    #: the hash field as the last argument of a RESP command
+    field_arg: bytes = b""
 
 
 def redis_client_from_connection_string(
@@ -255,9 +250,11 @@ class RedisFeatureReader:
     @staticmethod
     def _layout(spec: FeatureViewSpec, version: int) -> _ViewLayout:
         keys = sorted(spec.join_keys)  # Feast orders several join keys by name
+        field = field_hash(spec.name, spec.field)
         return _ViewLayout(
             spec=spec,
-            field=field_hash(spec.name, spec.field),
+            field=field,
+            field_arg=b"$%d\r\n%s\r\n" % (len(field), field),
             prefix=entity_key_prefix(keys, version),
             query_before_doc=keys[0] == QUERY_JOIN_KEY,
         )

@@ -196,26 +196,20 @@ class RedisWire:
             return fresh
 
     @staticmethod
-    def _send(protocol: _Protocol, *args: Any) -> asyncio.Future[Any]:
+    def _write(protocol: _Protocol, payload: bytes, count: int | None) -> asyncio.Future[Any]:
+        """Write ``payload``; a future of its one reply (``count`` None) or of its ``count``
+        replies in a list."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         transport = protocol.transport
         if protocol.lost is not None or transport is None or transport.is_closing():
             future.set_exception(protocol.lost or redis.ConnectionError("not connected"))
             return future
-        protocol.waiting.append(future)
-        transport.write(hiredis.pack_command(args))
-        return future
-
-    @staticmethod
-    def _send_packed(protocol: _Protocol, payload: bytes, count: int) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        transport = protocol.transport
-        if protocol.lost is not None or transport is None or transport.is_closing():
-            future.set_exception(protocol.lost or redis.ConnectionError("not connected"))
-            return future
-        protocol.waiting.append(_Batch(future, count))
+        protocol.waiting.append(future if count is None else _Batch(future, count))
         transport.write(payload)
         return future
+
+    def _send(self, protocol: _Protocol, *args: Any) -> asyncio.Future[Any]:
+        return self._write(protocol, hiredis.pack_command(args), None)
 
     async def _wait(self, protocol: _Protocol, future: asyncio.Future[Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -243,7 +237,7 @@ class RedisWire:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         protocol = await self._connected()
-        replies: list[Any] = await self._wait(protocol, self._send_packed(protocol, payload, count))
+        replies: list[Any] = await self._wait(protocol, self._write(protocol, payload, count))
         return replies
 
     async def aclose(self) -> None:

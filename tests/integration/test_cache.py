@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from support.redis import PrivateRedis, counting_client, fail_fast_client
+from support.redis import PrivateRedis, counting_client, fail_fast_client, running_private_redis
 
 from serving.cache import RankCache
 from serving.redis_guard import RedisGuard, fail_fast_async_redis
@@ -165,10 +165,8 @@ def test_a_dead_redis_never_raises_counts_errors_and_the_breaker_stops_calling_i
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path, start_timeout=10.0)
-    server.start()
-    yield server
-    server.stop()
+    with running_private_redis(tmp_path, start_timeout=10.0) as server:
+        yield server
 
 
 @pytest.mark.integration

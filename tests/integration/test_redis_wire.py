@@ -14,7 +14,7 @@ import hiredis
 import pytest
 import redis
 import uvloop
-from support.redis import PrivateRedis
+from support.redis import PrivateRedis, running_private_redis
 
 from serving.features.redis_wire import RedisWire
 
@@ -23,10 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    private = PrivateRedis(tmp_path, start_timeout=10.0)
-    private.start()
-    yield private
-    private.stop()
+    with running_private_redis(tmp_path, start_timeout=10.0) as private:
+        yield private
 
 
 @pytest.fixture(params=["asyncio", "uvloop"], autouse=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from support.redis import PrivateRedis
+from support.redis import PrivateRedis, running_private_redis
 from support.serving import REDIS_URL, Store, TestClient, export_templates, make_settings, serve
 
 
@@ -67,9 +67,5 @@ def redis_db() -> Iterator[Any]:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
+    with running_private_redis(tmp_path) as server:
         yield server
-    finally:
-        server.stop()

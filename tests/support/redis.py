@@ -144,6 +144,17 @@ class PrivateRedis:
                 proc.wait(timeout=5)
 
 
+@contextlib.contextmanager
+def running_private_redis(tmp: Path, *, start_timeout: float = 5.0) -> Iterator[PrivateRedis]:
+    """A started :class:`PrivateRedis` under ``tmp``, stopped on exit (a fixture's body)."""
+    server = PrivateRedis(tmp, start_timeout=start_timeout)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _pings(client: Any) -> bool:
     try:
         return bool(client.ping())
